@@ -167,7 +167,10 @@ class VAOPDConfig:
     pixelate_ratio: float = _f(0.10, "pixelation ratio (down-sampling factor) for the degraded image")
     reweight: bool = _f(True, "rollout-level reweighting by relative mean VA (Section 3.1)")
     grouped: bool = _f(True, "token-level grouped KL over high/low VA groups (Section 3.2)")
-    batch_real_and_degraded: bool = _f(True, "run the teacher's real- and degraded-image passes as one batch")
+    batch_real_and_degraded: bool | None = _f(
+        None, "run the teacher's real- and degraded-image passes as one batch of 2B rows (true) or as two "
+        "forwards (false); null: batched on an accelerator, two forwards on CPU, where the batch measured slower "
+        "(benchmarks/step_time.py)")
 
     def validate(self, prefix: str) -> None:
         _check(self.tau > 0, f"{prefix}.tau", f"must be > 0, got {self.tau}")

@@ -78,6 +78,25 @@ def test_pixelated_prompt_keeps_image_tokens_and_changes_scores(tiny_vlm, rollou
     torch.testing.assert_close(lp_real[no_image], lp_deg[no_image], atol=1e-5, rtol=0)
 
 
+def test_degraded_inputs_equal_a_full_re_encoding(tiny_vlm, rollout_of):
+    """Swapping in the processed degraded images equals encoding the prompts again with them."""
+    from vlm_opd.models.prompts import encode_prompts, image_counts
+    from vlm_opd.scoring.inputs import _rows, degrade_images
+
+    # rows of a single-image, the two-image and the image-less prompt, out of order
+    r = rollout_of(tiny_vlm).select(torch.tensor([17, 5, 13, 0, 12]))
+    deg = scoring_inputs(tiny_vlm, r, "degraded")
+    used, index = torch.unique(r.prompt_index, return_inverse=True)
+    examples = [r.examples[i] for i in used.tolist()]
+    enc = encode_prompts(tiny_vlm, examples, images_override=degrade_images(examples, pixelate))
+    prompt = {k: enc[k][index] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    ref = _rows(prompt, enc["pixel_values"], enc["image_grid_thw"], image_counts(examples), index, r)
+    got, want = deg.model_kwargs(), ref.model_kwargs()
+    assert set(got) == set(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+
+
 def test_no_image_mode_drops_placeholders_and_keeps_completion(tiny_qwen3vl, rollout_of):
     r = rollout_of(tiny_qwen3vl)
     si = scoring_inputs(tiny_qwen3vl, r, "none")

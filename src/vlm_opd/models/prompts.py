@@ -181,6 +181,28 @@ def encode_prompts(
     return {k: v.to(device) for k, v in out.items()}
 
 
+def encode_images(lm: LoadedModel, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+    """Run only `lm`'s image processor: `pixel_values [N_patches, D]` and `image_grid_thw [N_images, 3]`.
+
+    The same tensors `encode_prompts` produces for these images, without re-rendering and
+    re-tokenizing the text; used to swap the images of an already-encoded batch (the degraded
+    copies of VA-OPD and PAPO keep every image's size, so the text tokens are unchanged).
+
+    Raises:
+        DataError: `lm` has no image processor, or it returned no `pixel_values` / `image_grid_thw`.
+    """
+    processor = getattr(lm.processor, "image_processor", None)
+    if processor is None:
+        raise DataError(f"model {lm.name_or_path!r} has no image processor to encode images with")
+    out = processor(images=[im if im.mode == "RGB" else im.convert("RGB") for im in images], return_tensors="pt")
+    missing = [k for k in ("pixel_values", "image_grid_thw") if not isinstance(out.get(k), torch.Tensor)]
+    if missing:
+        raise DataError(
+            f"the image processor of {lm.name_or_path!r} ({type(processor).__name__}) returned no {', '.join(missing)}"
+        )
+    return {k: out[k].to(lm.device) for k in ("pixel_values", "image_grid_thw")}
+
+
 def image_counts(examples: Sequence[Example], with_images: bool = True) -> torch.Tensor:
     """Number of images each prompt contributes to `pixel_values` `[P]` (0 when text-only)."""
     return torch.tensor([len(ex.images) if with_images else 0 for ex in examples], dtype=torch.long)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,7 @@ from vlm_opd.data.degrade import pixelate
 from vlm_opd.data.example import Example
 from vlm_opd.errors import DataError, ModelError
 from vlm_opd.models.loading import LoadedModel
-from vlm_opd.models.prompts import encode_prompts, image_counts, row_image_index
+from vlm_opd.models.prompts import encode_images, encode_prompts, image_counts, row_image_index
 from vlm_opd.rollout.types import Rollout
 
 ImageMode = str | Callable[[Image.Image], Image.Image]
@@ -33,6 +34,9 @@ class ScoringInputs:
         image_grid_thw: `[N_images, 3]` grids of `pixel_values`' images.
         image_index: `[N_row_images]` which of those images each row image is, in row order (the K
             samples of a prompt share one image; the vision tower only needs to see it once).
+        image_examples: the examples whose images `pixel_values` holds, in order (None after `stack`).
+        position_ids: the rows' M-RoPE positions once computed (`vlm_opd.scoring.rope_positions`);
+            they depend on tokens and image grids only, so a degraded copy shares them.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -41,6 +45,8 @@ class ScoringInputs:
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
     image_index: torch.Tensor | None = None
+    image_examples: list[Example] | None = None
+    position_ids: torch.Tensor | None = None
 
     @property
     def has_images(self) -> bool:
@@ -74,8 +80,12 @@ class ScoringInputs:
             grids.append(x.image_grid_thw)
             idxs.append(x.image_index + offset)
             offset += x.image_grid_thw.shape[0]
+        positions = None
+        if a.position_ids is not None and b.position_ids is not None:
+            positions = torch.cat([a.position_ids, b.position_ids], dim=-2)  # [..., B, L]: rows are dim -2
         return ScoringInputs(
-            inputs, a.prompt_len, a.num_completion, torch.cat(pvs), torch.cat(grids), torch.cat(idxs)
+            inputs, a.prompt_len, a.num_completion, torch.cat(pvs), torch.cat(grids), torch.cat(idxs),
+            position_ids=positions,
         )
 
 
@@ -180,36 +190,57 @@ def scoring_inputs(
             f"scoring: model {lm.name_or_path!r} is text-only and cannot see the rollout's images; use images='none'"
         )
     with_images = images != "none" and lm.is_vision
-    # Same key: `lm` would encode the prompts exactly as the sampler did, so reuse that encoding.
-    same_encoding = lm.encoding_key == rollout.encoding_key
+    si = _encode(lm, rollout, with_images, reuse=images != "none")
+    if images == "degraded":
+        si = with_degraded_images(lm, si, degrade or pixelate)
+    return si
 
-    def rollout_prompt() -> dict[str, torch.Tensor]:
+
+def _encode(lm: LoadedModel, rollout: Rollout, with_images: bool, *, reuse: bool) -> ScoringInputs:
+    """The rollout's rows under `lm`'s encoding.
+
+    With `reuse` and the same encoding key, `lm` would encode the prompts exactly as the sampler
+    did, so the rollout's own prompt tensors are used.
+    """
+    if reuse and lm.encoding_key == rollout.encoding_key:
         prompt = {"input_ids": rollout.prompt_ids, "attention_mask": rollout.prompt_mask}
         if rollout.prompt_mm_token_type_ids is not None:
             prompt["mm_token_type_ids"] = rollout.prompt_mm_token_type_ids
-        return {k: v.to(lm.device) for k, v in prompt.items()}
-
-    if images == "real" and same_encoding:
-        return _rows(
-            rollout_prompt(), rollout.pixel_values, rollout.image_grid_thw, rollout.image_counts,
-            rollout.prompt_index, rollout,
-        )
-
+        prompt = {k: v.to(lm.device) for k, v in prompt.items()}
+        si = _rows(prompt, rollout.pixel_values, rollout.image_grid_thw, rollout.image_counts, rollout.prompt_index, rollout)
+        return dataclasses.replace(si, image_examples=list(rollout.examples))
     # Encode only the prompts the rows use (a select()-ed rollout may use a few of them).
     used, index = torch.unique(rollout.prompt_index.cpu(), return_inverse=True)
     examples = [rollout.examples[i] for i in used.tolist()]
-    override = degrade_images(examples, degrade or pixelate) if images == "degraded" else None
-    enc = encode_prompts(lm, examples, with_images=with_images, images_override=override, system_prompt=rollout.system_prompt)
+    enc = encode_prompts(lm, examples, with_images=with_images, system_prompt=rollout.system_prompt)
     idx = index.to(enc["input_ids"].device)
     prompt = {k: enc[k].index_select(0, idx) for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in enc}
     counts = image_counts(examples, with_images=with_images)
     si = _rows(prompt, enc.get("pixel_values"), enc.get("image_grid_thw"), counts, index, rollout)
-    if images == "degraded" and same_encoding:
-        # The degraded prompt must be token-for-token the real one, or VA would compare misaligned rows.
-        real_ids = _trim_left(rollout_prompt())["input_ids"]
-        if not torch.equal(si.inputs["input_ids"][:, : si.prompt_len], real_ids):
-            raise DataError(
-                "scoring: the degraded images changed the prompt tokens (image-token count) compared to the "
-                "rollout's real-image prompt; the degradation must keep every image's size"
-            )
-    return si
+    return dataclasses.replace(si, image_examples=examples)
+
+
+def with_degraded_images(
+    lm: LoadedModel, si: ScoringInputs, degrade: Callable[[Image.Image], Image.Image] = pixelate
+) -> ScoringInputs:
+    """`si` (real images, from `scoring_inputs`) with every image degraded by `degrade`.
+
+    Only the images are re-processed: a degradation keeps each image's size, so the image grids,
+    the image-token counts and every text token stay those of `si` (checked on the grids), and
+    the real and degraded rows are token-for-token aligned.
+
+    Raises:
+        DataError: `degrade` returned a non-image or changed a size / image grid.
+    """
+    if not si.has_images:
+        return si
+    if si.image_examples is None:
+        raise DataError("with_degraded_images: these inputs do not record which examples their images belong to")
+    degraded = [im for imgs in degrade_images(si.image_examples, degrade) for im in imgs]
+    enc = encode_images(lm, degraded)
+    if not torch.equal(enc["image_grid_thw"].cpu(), si.image_grid_thw.cpu()):
+        raise DataError(
+            "scoring: the degraded images changed the image grids (image-token count) compared to the "
+            "real-image prompt; the degradation must keep every image's size"
+        )
+    return dataclasses.replace(si, pixel_values=enc["pixel_values"].to(si.pixel_values.device))

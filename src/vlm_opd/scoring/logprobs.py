@@ -14,7 +14,7 @@ from vlm_opd.data.degrade import pixelate
 from vlm_opd.errors import DataError, ModelError
 from vlm_opd.models.loading import LoadedModel
 from vlm_opd.rollout.types import Rollout
-from vlm_opd.scoring.inputs import ImageMode, ScoringInputs, scoring_inputs
+from vlm_opd.scoring.inputs import ImageMode, ScoringInputs, scoring_inputs, with_degraded_images
 
 
 def _accepts_encoder_outputs(backbone) -> bool:
@@ -30,6 +30,25 @@ def _shared_image_features(model, si: ScoringInputs):
     if deepstack is not None:
         feats.deepstack_features = [tuple(layer[i] for i in idx) for layer in deepstack]
     return feats
+
+
+def rope_positions(lm: LoadedModel, si: ScoringInputs) -> torch.Tensor | None:
+    """M-RoPE position ids of `si`'s rows, computed by the model's own `get_rope_index` once and kept on `si`.
+
+    Positions depend only on the tokens and image grids, so the degraded copy of a batch
+    (`with_degraded_images` after this call) reuses them instead of recomputing. None for inputs
+    without images or a model without `get_rope_index` (the model then computes positions itself).
+    """
+    if si.position_ids is None and si.has_images:
+        get = getattr(lm.base.base_model, "get_rope_index", None)
+        if get is None:
+            return None
+        kw = si.inputs
+        si.position_ids, _ = get(
+            input_ids=kw["input_ids"], mm_token_type_ids=kw.get("mm_token_type_ids"),
+            image_grid_thw=kw.get("image_grid_thw"), attention_mask=kw["attention_mask"],
+        )
+    return si.position_ids
 
 
 def backbone_hidden(lm: LoadedModel, si: ScoringInputs | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -57,6 +76,8 @@ def backbone_hidden(lm: LoadedModel, si: ScoringInputs | dict[str, torch.Tensor]
     if "pixel_values" not in kwargs and (shared is None or not shared.has_images):
         mask = kwargs["attention_mask"].long()
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+    elif shared is not None and rope_positions(lm, shared) is not None:
+        kwargs["position_ids"] = shared.position_ids
     if isinstance(lm.model, torch.nn.parallel.DistributedDataParallel):
         if shared is not None:
             kwargs = {**shared.model_kwargs(), **kwargs}
@@ -249,6 +270,7 @@ def teacher_signals(
             return TeacherSignals(lp, None, hidden if need_hidden else None, weight)
 
         real = scoring_inputs(teacher, rollout, "real")
+        rope_positions(teacher, real)  # once: the degraded copy below shares them
         if degrade is None or not has_images:
             hidden = _completion_slice(backbone_hidden(teacher, real), real)
             lp = logprobs_from_hidden(hidden, weight, ids, mask, chunk_size=chunk_size)
@@ -256,12 +278,7 @@ def teacher_signals(
             lp_deg = None if degrade is None else lp.clone()
             return TeacherSignals(lp, lp_deg, hidden if need_hidden else None, weight)
 
-        deg = scoring_inputs(teacher, rollout, "degraded", degrade)
-        if real.prompt_len != deg.prompt_len or not torch.equal(real.inputs["input_ids"], deg.inputs["input_ids"]):
-            raise DataError(
-                "teacher_signals: real and degraded prompts differ in tokens (image-token count); the "
-                "degradation must keep every image's size"
-            )
+        deg = with_degraded_images(teacher, real, degrade)  # same text tokens, degraded pixels
         if batch_real_and_degraded:
             hidden_both = _completion_slice(backbone_hidden(teacher, ScoringInputs.stack(real, deg)), real)
             b = ids.shape[0]
