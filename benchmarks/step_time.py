@@ -18,7 +18,7 @@ within each round.
 The last line printed is one JSON object with `t_opd`, `t_va_opd`, `t_teacher_forward` (medians, seconds),
 `extra_over_teacher` = (t_va_opd - t_opd) / t_teacher_forward, and the setting.
 
-    .venv/bin/python benchmarks/step_time.py [--prompts 16] [--k 4] [--new 40] [--repeats 21]
+    .venv/bin/python benchmarks/step_time.py [--prompts 16] [--k 4] [--new 40] [--repeats 41]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=FULL.prompts_per_step)
     ap.add_argument("--k", type=int, default=FULL.rollout_k)
     ap.add_argument("--new", type=int, default=FULL.max_new_tokens, help="max new tokens per rollout")
-    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--repeats", type=int, default=41)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--passes", choices=("auto", "batched", "separate"), default="auto",
                     help="teacher's real and degraded passes as one 2B batch, two forwards, or what the trainer "

@@ -58,6 +58,15 @@ def test_bad_values_name_the_key(override, fragment):
         config_from_dict(apply_overrides(BASE, [override]))
 
 
+def test_ppo_mini_batches_must_split_every_micro_batch():
+    grpo = apply_overrides(BASE, ["method=grpo", "prompts_per_step=8", "grad_accum=2"])
+    assert config_from_dict(apply_overrides(grpo, ["grpo.mini_batches=4"])).grpo.mini_batches == 4
+    with pytest.raises(ConfigError, match=r"grpo.mini_batches.*\(2 x 3\)"):
+        config_from_dict(apply_overrides(grpo, ["grpo.mini_batches=3"]))
+    with pytest.raises(ConfigError, match="grpo.ppo_epochs"):
+        config_from_dict(apply_overrides(grpo, ["grpo.ppo_epochs=0"]))
+
+
 def test_missing_required():
     with pytest.raises(ConfigError, match="teacher.path"):
         config_from_dict({"method": "opd", "student": {"path": "s"}, "data": {"train": "d"}})

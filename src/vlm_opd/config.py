@@ -201,11 +201,19 @@ class GRPOConfig:
     format_weight: float = _f(0.0, "w in reward = (1 - w) * accuracy + w * format (\\boxed{} present)")
     clip_eps: float = _f(0.2, "PPO clip range (lower)")
     clip_eps_high: float | None = _f(None, "PPO clip range (upper); null: same as clip_eps")
-    loss_type: str = _f("dapo", "dapo (token mean over the batch) | grpo (sequence mean, then batch mean)")
+    loss_type: str = _f("dapo", "dapo (token mean over all tokens of an update, across micro-batches and "
+                        "processes) | grpo (per-sequence token mean, then mean over sequences)")
     scale_rewards: bool = _f(True, "divide group-centred rewards by the group std")
     kl_coef: float = _f(0.0, "coefficient of the k3 KL to the initial (reference) student; 0 disables it")
+    ppo_epochs: int = _f(1, "passes over each rollout batch (verl's ppo_epochs); with ppo_epochs x mini_batches "
+                         "> 1 the later updates are off-policy, so the PPO ratio and clip act")
+    mini_batches: int = _f(1, "optimizer updates per pass, each on a shuffled 1/mini_batches of the prompt groups "
+                           "(verl: train_batch_size / ppo_mini_batch_size); must divide the prompts per process "
+                           "and micro-batch")
 
     def validate(self, prefix: str) -> None:
+        _check(self.ppo_epochs >= 1, f"{prefix}.ppo_epochs", f"must be >= 1, got {self.ppo_epochs}")
+        _check(self.mini_batches >= 1, f"{prefix}.mini_batches", f"must be >= 1, got {self.mini_batches}")
         _check(self.clip_eps > 0, f"{prefix}.clip_eps", f"must be > 0, got {self.clip_eps}")
         _check(self.clip_eps_high is None or self.clip_eps_high > 0, f"{prefix}.clip_eps_high",
                f"must be > 0 or null, got {self.clip_eps_high}")
@@ -326,6 +334,11 @@ class TrainConfig:
         _check(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
         _check(self.prompts_per_step % self.grad_accum == 0, "grad_accum",
                f"prompts_per_step ({self.prompts_per_step}) must be divisible by grad_accum ({self.grad_accum})")
+        if self.method in ("grpo", "papo", "vold"):
+            _check(self.prompts_per_step % (self.grad_accum * self.grpo.mini_batches) == 0, "grpo.mini_batches",
+                   f"prompts_per_step ({self.prompts_per_step}) must be divisible by grad_accum x mini_batches "
+                   f"({self.grad_accum} x {self.grpo.mini_batches}): each update takes whole prompt groups "
+                   "from every micro-batch")
         _check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")

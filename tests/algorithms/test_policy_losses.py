@@ -102,6 +102,29 @@ def test_policy_loss_on_policy_value_and_gradient():
     assert d["ratio_mean"] == pytest.approx(1.0) and d["clip_frac"] == 0.0
 
 
+def test_dapo_token_normalizer_makes_micro_batches_add_up_to_the_whole_batch():
+    b, t = 6, 7
+    old = -torch.rand(b, t, dtype=torch.float64) * 2
+    lp = (old + torch.randn(b, t, dtype=torch.float64) * 0.3).requires_grad_()
+    adv = torch.randn(b, dtype=torch.float64)
+    mask = _mask(b, t, [7, 1, 2, 7, 6, 0])  # the halves have 10 and 13 tokens
+    whole, _ = policy_loss(lp, old, adv, mask)
+    (g_whole,) = torch.autograd.grad(whole, lp)
+    n = float(mask.sum())
+    halves = [policy_loss(lp[i:i + 3], old[i:i + 3], adv[i:i + 3], mask[i:i + 3], token_normalizer=n / 2)[0]
+              for i in (0, 3)]
+    accumulated = sum(h / 2 for h in halves)  # what a trainer with grad_accum=2 back-propagates
+    assert accumulated.item() == pytest.approx(whole.item(), rel=1e-12)
+    (g_acc,) = torch.autograd.grad(accumulated, lp)
+    torch.testing.assert_close(g_acc, g_whole)
+    # the per-micro-batch token mean (no normalizer) does not add up when the halves differ in tokens
+    naive = sum(policy_loss(lp[i:i + 3], old[i:i + 3], adv[i:i + 3], mask[i:i + 3])[0] / 2 for i in (0, 3))
+    assert abs(naive.item() - whole.item()) > 1e-3
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="token_normalizer"):
+            policy_loss(lp, old, adv, mask, token_normalizer=bad)
+
+
 def test_policy_loss_token_advantages_extremes_and_errors():
     lp = torch.zeros(2, 3, requires_grad=True)
     old = torch.tensor([[-1000.0, 0.0, 0.0], [0.0, 1000.0, 0.0]])  # log-ratios of +-1000

@@ -204,6 +204,35 @@ def test_checkpoint_directory_evaluates(tiny_qwen2vl_dir, fixtures_dir, tmp_path
         resolve_model(ckpt, base_model=tiny_qwen2vl_dir)
 
 
+def test_run_system_prompt_is_applied_unless_overridden(tiny_qwen2vl_dir, fixtures_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    import yaml
+
+    import vlm_opd.eval.generate as gen
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_qwen2vl_dir, run / "final")
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "grpo", "student": {"path": "x"},
+                                                     "data": {"system_prompt": "Think, then answer."}}))
+    used = []
+    real = gen.make_generate_fn
+
+    def spy(lm, **kwargs):
+        used.append(kwargs["system_prompt"])
+        return real(lm, **kwargs)
+
+    monkeypatch.setattr(gen, "make_generate_fn", spy)  # `vlm-opd eval` imports it when it runs
+    args = ["eval", "--model", str(run), "--benchmarks", "local", "--data-dir", str(fixtures_dir), "--k", "0",
+            "--greedy", "--max-new-tokens", "4", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "using the run's data.system_prompt='Think, then answer.'" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--system-prompt", ""]) == 0
+    assert main([*args, "--out", str(tmp_path / "c"), "--system-prompt", "Be brief."]) == 0
+    assert used == ["Think, then answer.", None, "Be brief."]
+    # the cache knows which prompt produced it: reusing "a" without the run's prompt is refused
+    assert main([*args, "--out", str(tmp_path / "a"), "--system-prompt", ""]) != 0
+
+
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft on transformers 5
 def test_checkpoint_variants_tied_bin_ddp_lora(tiny_qwen2vl_dir, tmp_path):
     from peft import LoraConfig, get_peft_model

@@ -63,9 +63,7 @@ def test_method_runs_and_trains_only_the_student(tmp_path, method, tiny_qwen2vl_
                                                  tiny_qwen3_lm_dir, capture_teacher, monkeypatch):
     teacher = {"vlm": tiny_qwen25vl_dir, "lm": tiny_qwen3_lm_dir, None: None}[METHODS[method]]
     if method in ("grpo", "papo", "vold"):
-        # A random tiny model never answers correctly: give rewards that vary within each group so the
-        # policy gradient is not identically zero.
-        monkeypatch.setattr(trainer_mod, "_reward_fn", lambda cfg, get: lambda text, ex: float(len(text) % 2))
+        _varied_rewards(monkeypatch)
     cfg = _cfg(tmp_path, method, tiny_qwen2vl_dir, teacher)
     result = trainer_mod.train(cfg, progress=False)
     rows = [r for r in read_metrics(result.metrics_path) if "loss" in r]
@@ -98,8 +96,16 @@ def _assert_close_weights(a_dir, b_dir, atol):
     return worst
 
 
-@pytest.mark.parametrize("method", ["opd", "va_opd"])
-def test_grad_accumulation_equals_larger_batch(tmp_path, method, tiny_qwen2vl_dir, tiny_qwen25vl_dir):
+def _varied_rewards(monkeypatch):
+    # A random tiny model never answers correctly: give rewards that vary within each group so the
+    # policy gradient is not identically zero (deterministic in the text).
+    monkeypatch.setattr(trainer_mod, "_reward_fn", lambda cfg, get: lambda text, ex: float(sum(map(ord, text)) % 2))
+
+
+@pytest.mark.parametrize("method", ["opd", "va_opd", "grpo"])
+def test_grad_accumulation_equals_larger_batch(tmp_path, method, tiny_qwen2vl_dir, tiny_qwen25vl_dir, monkeypatch):
+    # grpo's dapo loss is the token mean over the whole update, so unequal micro-batches add up exactly.
+    _varied_rewards(monkeypatch)
     # Adam's first steps are sign-like (g / |g|), which turns float-rounding noise in near-zero gradients
     # into lr-sized differences; a large eps makes the update proportional to the gradient instead, so
     # the comparison checks the gradients themselves.
@@ -114,6 +120,37 @@ def test_grad_accumulation_equals_larger_batch(tmp_path, method, tiny_qwen2vl_di
     moved = max((w1[k].float() - init[k].float()).abs().max().item() for k in w1)
     assert moved > 1e-3, "the update is trivially small"
     _assert_close_weights(r1.final_dir, r2.final_dir, atol=1e-4 * moved)
+
+
+@pytest.mark.parametrize("method", ["grpo", "papo"])
+def test_ppo_epochs_and_mini_batches_make_several_off_policy_updates(tmp_path, method, tiny_qwen2vl_dir, monkeypatch):
+    _varied_rewards(monkeypatch)
+    updates = []
+    real_step = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        updates.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
+    cfg = _cfg(tmp_path, method, tiny_qwen2vl_dir, prompts_per_step=4, steps=2, log_every=1, grad_accum=2,
+               grpo={"ppo_epochs": 2, "mini_batches": 2, "clip_eps": 0.05},
+               optim={"lr": 5e-2, "schedule": "constant"})
+    result = trainer_mod.train(cfg, progress=False)
+    assert len(updates) == 2 * 4  # steps x ppo_epochs x mini_batches
+    rows = [r for r in read_metrics(result.metrics_path) if "loss" in r]
+    assert [r["ppo_updates"] for r in rows] == [4.0, 4.0]
+    # Later updates score rows with a policy that has moved since sampling: ratio != 1, the clip acts.
+    # (A step whose rewards are all equal has no policy gradient and stays on-policy.)
+    assert any(abs(r["ratio_mean"] - 1.0) > 1e-4 and r["approx_kl"] != 0.0 for r in rows)
+    assert max(r["clip_frac"] for r in rows) > 0.0
+    # `tokens` counts each micro-batch's rollouts once (2 prompts x 2 samples), not once per update
+    assert rows[0]["tokens"] == pytest.approx(2 * 2 * rows[0]["completion_len"], rel=1e-6)
+
+    single = trainer_mod.train(_cfg(tmp_path / "one", method, tiny_qwen2vl_dir, prompts_per_step=4, steps=1,
+                                    log_every=1), progress=False)
+    (row,) = [r for r in read_metrics(single.metrics_path) if "loss" in r]
+    assert row["ratio_mean"] == 1.0 and row["clip_frac"] == 0.0 and "ppo_updates" not in row
 
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_qwen2vl_dir, tiny_qwen25vl_dir, monkeypatch):

@@ -6,6 +6,8 @@ Shapes: `B` sequences (rollouts), `T` completion positions, `P` prompts with `K`
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vlm_opd.algorithms._checks import (
@@ -80,6 +82,7 @@ def policy_loss(
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
     loss_type: str = "dapo",
+    token_normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO-clip surrogate: `-min(r * A, clip(r, 1 - clip_eps, 1 + clip_eps_high) * A)` per token.
 
@@ -92,6 +95,10 @@ def policy_loss(
         clip_eps_high: upper clip range (DAPO's clip-higher), defaults to clip_eps.
         loss_type: "dapo" token mean over the whole batch; "grpo" per-sequence token mean, then
             mean over sequences.
+        token_normalizer: "dapo" only: divide the token sum by this instead of this batch's token
+            count. A trainer splitting one update into micro-batches (and processes) passes the
+            update's total token count / (micro-batches x processes), so the accumulated gradient
+            is the token mean over the whole update rather than a mean of per-micro-batch means.
 
     Returns:
         (scalar loss, diagnostics): `clip_frac` (valid tokens where the clipped term is the one
@@ -125,7 +132,14 @@ def policy_loss(
     ratio = log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO).exp()
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps_high)
     per_token = -torch.minimum(ratio * adv, clipped * adv)
-    loss = _token_mean(per_token, valid) if loss_type == "dapo" else _sequence_mean(per_token, valid)
+    if loss_type == "grpo":
+        loss = _sequence_mean(per_token, valid)
+    elif token_normalizer is None:
+        loss = _token_mean(per_token, valid)
+    else:
+        if not (math.isfinite(token_normalizer) and token_normalizer > 0):
+            raise ValueError(f"{fn}: token_normalizer must be a positive number, got {token_normalizer!r}")
+        loss = _zeroed(per_token, valid).sum() / token_normalizer
 
     with torch.no_grad():
         r = ratio.detach()

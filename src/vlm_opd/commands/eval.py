@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
     p.add_argument("--attn-implementation", default=None, help="eager | sdpa | flash_attention_2")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same completions)")
-    p.add_argument("--system-prompt", default=None, help="system message for every prompt")
+    p.add_argument("--system-prompt", default=None,
+                   help="system message for every prompt (default: the training run's data.system_prompt when "
+                        "MODEL is a run directory, else none; pass '' for none)")
     p.add_argument("--base-model", default=None, help="for a checkpoint: model dir/hub name supplying config, "
                                                        "tokenizer and processor (default: student.path of the run)")
     p.add_argument("--write-fixtures", metavar="DIR", default=None,
@@ -229,16 +231,18 @@ def run(args: argparse.Namespace) -> int:
     if args.judge_url:
         key_env = None if args.judge_key_env.lower() == "none" else args.judge_key_env
         judge = JudgeConfig(url=args.judge_url, model=args.judge_model, api_key_env=key_env)
+    # A model is evaluated with the system prompt it was trained with, unless told otherwise.
+    run_prompt = ((source.run_config or {}).get("data") or {}).get("system_prompt")
+    if args.system_prompt is None and run_prompt:
+        args.system_prompt = run_prompt
+        print(f"using the run's data.system_prompt={run_prompt!r} (--system-prompt '' for none)", file=sys.stderr)
+    system_prompt = args.system_prompt or None
     out = Path(args.out) if args.out else _default_out(source)
     out.mkdir(parents=True, exist_ok=True)
     _check_run_identity(out, {
         "model": source.description, "weights_fingerprint": source.fingerprint(), "dtype": args.dtype,
-        "max_new_tokens": args.max_new_tokens, "top_p": args.top_p, "system_prompt": args.system_prompt,
+        "max_new_tokens": args.max_new_tokens, "top_p": args.top_p, "system_prompt": system_prompt,
     })
-    run_prompt = ((source.run_config or {}).get("data") or {}).get("system_prompt")
-    if run_prompt and args.system_prompt is None:
-        print(f"note: this run trained with data.system_prompt={run_prompt!r}; pass --system-prompt to evaluate "
-              "with it", file=sys.stderr)
     print(f"evaluating {source.description} on {len(specs)} benchmark(s); results in {out}", file=sys.stderr)
 
     # The model is loaded on the first batch that is not cached: a fully cached rerun (e.g. to rescore
@@ -250,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
             lm = load_eval_model(source, dtype=args.dtype, device=_device(args.device),
                                  attn_implementation=args.attn_implementation)
             loaded["fn"] = make_generate_fn(lm, max_new_tokens=args.max_new_tokens, top_p=args.top_p,
-                                            batch_prompts=args.batch_size, system_prompt=args.system_prompt)
+                                            batch_prompts=args.batch_size, system_prompt=system_prompt)
         return loaded["fn"](examples, k, temperature, greedy, seed)
 
     results = evaluate(specs, generate_fn, k=args.k, temperature=args.temperature, greedy_pass1=args.greedy,

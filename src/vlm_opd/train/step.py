@@ -186,9 +186,51 @@ def _rollout_stats(ctx: StepContext, rollout, examples: list[Example]) -> dict[s
 # GRPO, PAPO, VOLD
 
 
-def policy_loss_step(ctx: StepContext, examples: list[Example], seed: int) -> tuple[torch.Tensor, dict]:
-    """GRPO (+ PAPO perception loss, + VOLD distillation) on fresh student rollouts of `examples`."""
-    from vlm_opd.scoring import teacher_signals, token_logprobs
+@dataclass
+class PolicyBatch:
+    """One rollout batch of a policy method and what stays fixed while the student updates on it.
+
+    Attributes:
+        rollout: the student's rollouts, `[P, K]` layout.
+        rewards, advantages: `[B]` verifiable rewards and group-relative advantages.
+        mask: `[B, T]` float completion mask.
+        old_logprobs: `[B, T]` behaviour-policy log-probs, taken before any update; None when the
+            batch gets one update (the current policy is the behaviour policy, ratio 1).
+        ref_logprobs: `[B, T]` log-probs under the frozen initial student (kl_coef > 0), else None.
+        diags: per-batch diagnostics (reward, reward_std).
+    """
+
+    rollout: Any
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor | None
+    ref_logprobs: torch.Tensor | None
+    diags: dict[str, float]
+
+    @property
+    def num_prompts(self) -> int:
+        return self.rollout.num_prompts
+
+    def rows(self, prompts: torch.Tensor) -> torch.Tensor:
+        """Row indices of the given prompt groups, groups in ascending order (keeps the `[P, K]` layout)."""
+        k = self.rollout.k
+        groups = torch.sort(prompts).values
+        return (groups[:, None] * k + torch.arange(k)[None, :]).reshape(-1)
+
+    def tokens(self, rows: torch.Tensor | None = None) -> float:
+        """Completion tokens in `rows` (all rows when None)."""
+        return float(self.mask.sum() if rows is None else self.mask.index_select(0, rows.to(self.mask.device)).sum())
+
+
+def policy_prepare(ctx: StepContext, examples: list[Example], seed: int, *, updates: int = 1) -> PolicyBatch:
+    """Sample `examples`, score the rollouts' rewards and everything an update needs that does not change.
+
+    Args:
+        updates: optimizer updates this batch will get (grpo.ppo_epochs x grpo.mini_batches); with
+            more than one, the behaviour policy's log-probs are taken now (no grad), before any update.
+    """
+    from vlm_opd.scoring import token_logprobs
 
     cfg = ctx.cfg
     for e in examples:
@@ -200,29 +242,56 @@ def policy_loss_step(ctx: StepContext, examples: list[Example], seed: int) -> tu
                            dtype=torch.float32)  # [B]
     advantages = A.grpo_advantages(rewards.view(-1, k), scale=cfg.grpo.scale_rewards).view(-1)  # [B]
     mask, _ = _valid(rollout)
+    old = ref = None
+    with torch.no_grad():
+        if updates > 1:
+            old = student_token_logprobs(ctx, rollout).detach()
+        if cfg.grpo.kl_coef > 0:
+            ref = token_logprobs(ctx.reference, rollout, images="real")
+    diags = {"reward": float(rewards.mean()),
+             "reward_std": float(rewards.view(-1, k).std(-1, unbiased=k > 1).mean()) if k > 1 else 0.0}
+    return PolicyBatch(rollout, rewards, advantages, mask, old, ref, diags)
+
+
+def policy_update_loss(
+    ctx: StepContext, batch: PolicyBatch, rows: torch.Tensor | None = None, *, token_normalizer: float | None = None
+) -> tuple[torch.Tensor, dict]:
+    """GRPO (+ PAPO perception loss, + VOLD distillation) loss of `batch`'s `rows` under the current student.
+
+    Args:
+        batch: from `policy_prepare`.
+        rows: rows of whole prompt groups (`batch.rows(...)`); None = every row.
+        token_normalizer: see `algorithms.policy_loss` (dapo's token count of the whole update).
+    """
+    from vlm_opd.scoring import teacher_signals
+
+    cfg = ctx.cfg
+    rollout, mask, adv, rewards = batch.rollout, batch.mask, batch.advantages, batch.rewards
+    old, ref = batch.old_logprobs, batch.ref_logprobs
+    if rows is not None:
+        rollout = rollout.select(rows)
+        mask, adv, rewards = mask[rows], adv[rows], rewards[rows]
+        old = None if old is None else old[rows]
+        ref = None if ref is None else ref[rows]
 
     papo = cfg.method == "papo"
     out = student_token_logprobs(ctx, rollout, with_entropy=papo)
     logprobs, entropy = out if papo else (out, None)
     mask = mask.to(logprobs.device)
-    # One update per rollout batch: the sampling policy is the current one, so old = current (ratio 1).
-    old_logprobs = logprobs.detach()
-    loss, diags = A.policy_loss(logprobs, old_logprobs, advantages.to(logprobs.device), mask,
+    # One update per batch: the sampling policy is the current one, so old = current (ratio 1).
+    old = logprobs.detach() if old is None else old.to(logprobs.device)
+    loss, diags = A.policy_loss(logprobs, old, adv.to(logprobs.device), mask,
                                 clip_eps=cfg.grpo.clip_eps, clip_eps_high=cfg.grpo.clip_eps_high,
-                                loss_type=cfg.grpo.loss_type)
+                                loss_type=cfg.grpo.loss_type, token_normalizer=token_normalizer)
     diags = dict(diags)
-    diags["reward"] = float(rewards.mean())
-    diags["reward_std"] = float(rewards.view(-1, k).std(-1, unbiased=k > 1).mean()) if k > 1 else 0.0
 
-    if cfg.grpo.kl_coef > 0:
-        with torch.no_grad():
-            ref_lp = token_logprobs(ctx.reference, rollout, images="real").to(logprobs.device)
-        kl = A.kl_penalty(logprobs, ref_lp, mask, estimator="k3")
+    if ref is not None:
+        kl = A.kl_penalty(logprobs, ref.to(logprobs.device), mask, estimator="k3")
         loss = loss + cfg.grpo.kl_coef * kl
         diags["kl_ref"] = float(kl.detach())
 
     if papo:
-        with torch.no_grad():
+        with torch.no_grad():  # the masked branch under the current student, detached (as PAPO's code)
             lp_masked, ent_masked = student_token_logprobs(ctx, rollout, images="degraded", with_entropy=True)
         p_loss, p_diags = A.papo_perception_loss(
             logprobs, lp_masked.detach(), mask, gamma=cfg.papo.gamma, entropy=entropy,
@@ -231,6 +300,7 @@ def policy_loss_step(ctx: StepContext, examples: list[Example], seed: int) -> tu
         diags.update({f"papo/{k_}": v for k_, v in p_diags.items()})
 
     if cfg.method == "vold":
+        # The teacher pass runs per update (not kept from the batch), so grad_accum bounds its memory.
         full_vocab = cfg.loss.divergence in FULL_VOCAB
         with torch.no_grad():
             sig = teacher_signals(ctx.teacher, rollout, degrade=None, need_hidden=full_vocab)
@@ -241,6 +311,17 @@ def policy_loss_step(ctx: StepContext, examples: list[Example], seed: int) -> tu
         diags.update({f"vold/{k_}": v for k_, v in v_diags.items()})
     diags.update({"completion_len": float(mask.sum(-1).mean()), "tokens": float(mask.sum())})
     return loss, diags
+
+
+def policy_loss_step(ctx: StepContext, examples: list[Example], seed: int) -> tuple[torch.Tensor, dict]:
+    """GRPO / PAPO / VOLD with one update on fresh rollouts of `examples` (the trainer splits batches
+    into several PPO updates itself, with `policy_prepare` and `policy_update_loss`)."""
+    batch = policy_prepare(ctx, examples, seed)
+    loss, diags = policy_update_loss(ctx, batch)
+    return loss, {**batch.diags, **diags}
+
+
+POLICY_METHODS = ("grpo", "papo", "vold")
 
 
 # ------------------------------------------------------------------------------------------------

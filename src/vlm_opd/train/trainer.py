@@ -29,7 +29,14 @@ from vlm_opd.train import checkpoint as ckpt
 from vlm_opd.train.data import local_batch, total_steps
 from vlm_opd.train.metrics import MetricsLogger
 from vlm_opd.train.schedule import make_scheduler
-from vlm_opd.train.step import STEP_FUNCTIONS, StepContext, derive_seed
+from vlm_opd.train.step import (
+    POLICY_METHODS,
+    STEP_FUNCTIONS,
+    StepContext,
+    derive_seed,
+    policy_prepare,
+    policy_update_loss,
+)
 
 TEACHER_METHODS = ("kd", "opd", "va_opd", "vold")
 
@@ -249,6 +256,8 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         reward_fn=_reward_fn(cfg, get_reward),
     )
     step_fn = STEP_FUNCTIONS[cfg.method]
+    policy = cfg.method in POLICY_METHODS
+    n_updates = cfg.grpo.ppo_epochs * cfg.grpo.mini_batches if policy else 1
 
     # Resume.
     start_step, state = 0, {"wall_s": 0.0, "skipped_steps": 0}
@@ -282,44 +291,71 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             if cfg.grad_accum > 1:  # bucket by length so each micro-batch pads little (losses are per prompt)
                 examples = sorted(examples, key=_prompt_size)
             micro = local_prompts // cfg.grad_accum
-            step_diags: dict[str, float] = {}
-            loss_total = 0.0
+            chunks = [examples[m * micro:(m + 1) * micro] for m in range(cfg.grad_accum)]
+            # Rollout rows are keyed by (seed, prompt, sample index), not by batch position, so one seed
+            # per step gives the same rollouts for any split into micro-batches/processes.
+            step_seed = derive_seed(cfg.seed, step)
             torch.manual_seed(derive_seed(cfg.seed, step, rank, "torch"))
             if cfg.method == "papo":
                 ctx.papo_mask = _papo_mask(cfg, derive_seed(cfg.seed, step, "papo"))
-            for m in range(cfg.grad_accum):
-                chunk = examples[m * micro:(m + 1) * micro]
-                sync = accelerator.no_sync(model) if m < cfg.grad_accum - 1 else nullcontext()
-                with sync:
-                    # Rollout rows are keyed by (seed, prompt, sample index), not by batch position, so
-                    # one seed per step gives the same rollouts for any split into micro-batches/processes.
-                    loss, diags = step_fn(ctx, chunk, derive_seed(cfg.seed, step))
-                    accelerator.backward(loss / cfg.grad_accum)
-                loss_total += float(loss.detach()) / cfg.grad_accum
-                for key, value in diags.items():
-                    step_diags[key] = step_diags.get(key, 0.0) + float(value) / cfg.grad_accum
-
-            loss_global = accelerator.reduce(torch.tensor(loss_total, device=device), reduction="mean").item()
+            if policy:  # sample every micro-batch first: an update's dapo token count spans all of them
+                batches = [policy_prepare(ctx, chunk, step_seed, updates=n_updates) for chunk in chunks]
+                plan = _ppo_plan(cfg, batches, step, rank)
+            else:
+                batches, plan = [], [[None] * cfg.grad_accum]
+            step_diags: dict[str, float] = {}
+            loss_global, grad_norm, bad = 0.0, 0.0, None
+            for rows in plan:
+                normalizer = None
+                if policy and cfg.grpo.loss_type == "dapo":
+                    local = sum(b.tokens(r) for b, r in zip(batches, rows))
+                    total = accelerator.reduce(torch.tensor(local, device=device, dtype=torch.float64), reduction="sum")
+                    normalizer = max(float(total), 1.0) / (cfg.grad_accum * nproc)
+                loss_local = 0.0
+                for m in range(cfg.grad_accum):
+                    sync = accelerator.no_sync(model) if m < cfg.grad_accum - 1 else nullcontext()
+                    with sync:
+                        if policy:
+                            loss, diags = policy_update_loss(ctx, batches[m], rows[m], token_normalizer=normalizer)
+                        else:
+                            loss, diags = step_fn(ctx, chunks[m], step_seed)
+                        accelerator.backward(loss / cfg.grad_accum)
+                    loss_local += float(loss.detach()) / cfg.grad_accum
+                    for key, value in diags.items():
+                        step_diags[key] = step_diags.get(key, 0.0) + float(value) / (cfg.grad_accum * len(plan))
+                loss_u = accelerator.reduce(torch.tensor(loss_local, device=device), reduction="mean").item()
+                norm_u = _clip(accelerator, model, cfg.optim.max_grad_norm)
+                loss_global += loss_u / len(plan)
+                grad_norm += norm_u / len(plan)
+                if not (math.isfinite(loss_u) and math.isfinite(norm_u)):
+                    optimizer.zero_grad(set_to_none=True)
+                    bad = (loss_u, norm_u)
+                    break
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if policy:  # per-batch values: rewards, and the rollouts' tokens (not the per-update rows')
+                step_diags["tokens"] = 0.0
+                for b in batches:
+                    for key, value in {**b.diags, "tokens": b.tokens()}.items():
+                        step_diags[key] = step_diags.get(key, 0.0) + value / cfg.grad_accum
+            if policy and len(plan) > 1:
+                step_diags["ppo_updates"] = float(len(plan))
             if nproc > 1:  # diagnostics are averaged over processes (every process logs the same keys)
                 keys = sorted(step_diags)
                 values = accelerator.reduce(torch.tensor([step_diags[k] for k in keys], device=device,
                                                          dtype=torch.float64), reduction="mean")
                 step_diags = dict(zip(keys, values.tolist()))
-            grad_norm = _clip(accelerator, model, cfg.optim.max_grad_norm)
-            if not (math.isfinite(loss_global) and math.isfinite(grad_norm)):
-                optimizer.zero_grad(set_to_none=True)
+            if bad is not None:
                 if cfg.nan_policy == "skip":
                     state["skipped_steps"] += 1
-                    metrics.log({"step": step + 1, "skipped": True, "loss": loss_global, "grad_norm": grad_norm})
+                    metrics.log({"step": step + 1, "skipped": True, "loss": bad[0], "grad_norm": bad[1]})
                     if prog:
                         prog.advance(task)
                     continue
                 where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was written yet"
-                raise NumericsError(f"step {step + 1}: loss={loss_global} grad_norm={grad_norm} is not finite; "
+                raise NumericsError(f"step {step + 1}: loss={bad[0]} grad_norm={bad[1]} is not finite; "
                                     f"stopping ({where}; nan_policy=skip would skip such steps)")
-            optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
 
             done = step + 1
             state["wall_s"] = time.time() - t_origin
@@ -372,6 +408,25 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         accelerator.end_training()
     return TrainResult(final_dir=final_dir, steps=n_steps, metrics_path=out_dir / "metrics.jsonl",
                        skipped_steps=state["skipped_steps"], is_main_process=is_main)
+
+
+def _ppo_plan(cfg: TrainConfig, batches: list, step: int, rank: int) -> list[list[torch.Tensor | None]]:
+    """The rows each optimizer update takes from each micro-batch's rollout batch.
+
+    One entry per update (grpo.ppo_epochs x grpo.mini_batches), each a list over micro-batches:
+    None (every row, the single-update case) or the rows of whole prompt groups. Each pass shuffles
+    the prompt groups (seeded by step, process and micro-batch) and cuts them into mini_batches parts.
+    """
+    epochs, minis = cfg.grpo.ppo_epochs, cfg.grpo.mini_batches
+    if epochs * minis == 1:
+        return [[None] * len(batches)]
+    plan = []
+    for epoch in range(epochs):
+        perms = [torch.randperm(b.num_prompts, generator=torch.Generator().manual_seed(
+            derive_seed(cfg.seed, step, rank, m, epoch, "ppo"))) for m, b in enumerate(batches)]
+        for part in range(minis):
+            plan.append([b.rows(perm.view(minis, -1)[part]) for b, perm in zip(batches, perms)])
+    return plan
 
 
 def _prompt_size(example) -> int:
