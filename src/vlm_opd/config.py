@@ -169,8 +169,8 @@ class VAOPDConfig:
     grouped: bool = _f(True, "token-level grouped KL over high/low VA groups (Section 3.2)")
     batch_real_and_degraded: bool | None = _f(
         None, "run the teacher's real- and degraded-image passes as one batch of 2B rows (true) or as two "
-        "forwards (false); null: batched on an accelerator, two forwards on CPU, where the batch measured slower "
-        "(benchmarks/step_time.py)")
+        "forwards (false); null: batched on an accelerator, two forwards on CPU (no faster batched there in "
+        "benchmarks/step_time.py, and half the activation memory)")
 
     def validate(self, prefix: str) -> None:
         _check(self.tau > 0, f"{prefix}.tau", f"must be > 0, got {self.tau}")
