@@ -141,3 +141,26 @@ def test_chat_template_kwargs_reach_the_loader(monkeypatch, tmp_path):
                             "teacher": {"path": "t", "kind": "lm", "chat_template_kwargs": {"enable_thinking": False}}})
     assert trainer_mod._load(cfg.teacher, "cpu") == "loaded"
     assert seen["chat_template_kwargs"] == {"enable_thinking": False} and seen["kind"] == "lm"
+
+
+def test_sharded_parallelisms_are_refused_with_a_reason(capsys):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from vlm_opd.train.trainer import _check_distributed
+
+    def fake(kind, stage=None):
+        plugin = None if stage is None else SimpleNamespace(deepspeed_config={"zero_optimization": {"stage": stage}})
+        return SimpleNamespace(distributed_type=kind, is_main_process=True,
+                               state=SimpleNamespace(deepspeed_plugin=plugin))
+
+    with pytest.raises(ConfigError, match="FSDP is not supported.*ddp.yaml"):
+        _check_distributed(fake(DistributedType.FSDP))
+    with pytest.raises(ConfigError, match="ZeRO-3 shards parameters"):
+        _check_distributed(fake(DistributedType.DEEPSPEED, 3))
+    _check_distributed(fake(DistributedType.DEEPSPEED, 2))
+    assert "ZeRO-2 has not been tested" in capsys.readouterr().err
+    for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        _check_distributed(fake(kind))
+    assert capsys.readouterr().err == ""

@@ -90,7 +90,33 @@ def _accelerator(cfg: TrainConfig):
         raise ConfigError(f"{world} processes were launched but accelerate runs each one alone (no GPU "
                           "found): on CPU set ACCELERATE_USE_CPU=1 (e.g. ACCELERATE_USE_CPU=1 accelerate "
                           "launch --multi_gpu --num_processes 2 -m vlm_opd.cli train ...)")
+    _check_distributed(accelerator)
     return accelerator
+
+
+def _check_distributed(accelerator) -> None:
+    """Refuse the parallelisms this trainer does not support; warn about the untested one.
+
+    Sharded parameters (FSDP, DeepSpeed ZeRO-3) break two things this trainer does outside the model's
+    own forward: sampling (each process must then make the same number of forward calls, but rollouts
+    end at different lengths) and the chunked divergences (they read the lm_head weight directly).
+    """
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        raise ConfigError("FSDP is not supported by `vlm-opd train` yet: sampling and the chunked divergences "
+                          "need unsharded parameters. Use DDP (configs/accelerate/ddp.yaml), with LoRA "
+                          "(lora.enabled) or gradient checkpointing if the student does not fit")
+    if kind == DistributedType.DEEPSPEED:
+        plugin = accelerator.state.deepspeed_plugin
+        stage = int((getattr(plugin, "deepspeed_config", None) or {}).get("zero_optimization", {}).get("stage", 0))
+        if stage >= 3:
+            raise ConfigError(f"DeepSpeed ZeRO-{stage} shards parameters, which `vlm-opd train` does not support "
+                              "yet (sampling and the chunked divergences need whole parameters); use ZeRO-1/2 "
+                              "or DDP")
+        if accelerator.is_main_process:
+            print(f"note: DeepSpeed ZeRO-{stage} has not been tested with this trainer (DDP has)", file=sys.stderr)
 
 
 def _load_examples(spec: str | None, cfg: TrainConfig, split: str | None, limit: int | None, role: str):
