@@ -93,6 +93,8 @@ def test_degraded_inputs_equal_a_full_re_encoding(tiny_vlm, rollout_of):
     ref = _rows(prompt, enc["pixel_values"], enc["image_grid_thw"], image_counts(examples), index, r)
     got, want = deg.model_kwargs(), ref.model_kwargs()
     assert set(got) == set(want)
+    # only the used prompts' images reach the vision tower (1 + 1 + 2 + 0 of the rollout's 5 images)
+    assert deg.image_grid_thw.shape[0] == 4 and [e.id for e in deg.image_examples] == [e.id for e in examples]
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
 

@@ -13,7 +13,7 @@ from vlm_opd.data.degrade import pixelate
 from vlm_opd.data.example import Example
 from vlm_opd.errors import DataError, ModelError
 from vlm_opd.models.loading import LoadedModel
-from vlm_opd.models.prompts import encode_images, encode_prompts, image_counts, row_image_index
+from vlm_opd.models.prompts import encode_images, encode_prompts, gather_vision, image_counts, row_image_index
 from vlm_opd.rollout.types import Rollout
 
 ImageMode = str | Callable[[Image.Image], Image.Image]
@@ -202,16 +202,21 @@ def _encode(lm: LoadedModel, rollout: Rollout, with_images: bool, *, reuse: bool
     With `reuse` and the same encoding key, `lm` would encode the prompts exactly as the sampler
     did, so the rollout's own prompt tensors are used.
     """
+    # Only the prompts the rows use (a select()-ed rollout, e.g. a PPO mini-batch, may use a few of them),
+    # so the vision tower never sees an image no row needs.
+    used, index = torch.unique(rollout.prompt_index.cpu(), return_inverse=True)
+    examples = [rollout.examples[i] for i in used.tolist()]
     if reuse and lm.encoding_key == rollout.encoding_key:
         prompt = {"input_ids": rollout.prompt_ids, "attention_mask": rollout.prompt_mask}
         if rollout.prompt_mm_token_type_ids is not None:
             prompt["mm_token_type_ids"] = rollout.prompt_mm_token_type_ids
         prompt = {k: v.to(lm.device) for k, v in prompt.items()}
-        si = _rows(prompt, rollout.pixel_values, rollout.image_grid_thw, rollout.image_counts, rollout.prompt_index, rollout)
-        return dataclasses.replace(si, image_examples=list(rollout.examples))
-    # Encode only the prompts the rows use (a select()-ed rollout may use a few of them).
-    used, index = torch.unique(rollout.prompt_index.cpu(), return_inverse=True)
-    examples = [rollout.examples[i] for i in used.tolist()]
+        pixel_values, grid, counts = rollout.pixel_values, rollout.image_grid_thw, rollout.image_counts
+        if len(examples) < rollout.num_prompts and counts is not None:
+            pixel_values, grid = gather_vision(pixel_values, grid, counts, used)
+            counts = counts[used]
+        si = _rows(prompt, pixel_values, grid, counts, index, rollout)
+        return dataclasses.replace(si, image_examples=examples)
     enc = encode_prompts(lm, examples, with_images=with_images, system_prompt=rollout.system_prompt)
     idx = index.to(enc["input_ids"].device)
     prompt = {k: enc[k].index_select(0, idx) for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in enc}

@@ -12,7 +12,7 @@ from PIL import Image
 from vlm_opd.algorithms.chunked import chunked_token_logprobs
 from vlm_opd.data.degrade import pixelate
 from vlm_opd.errors import DataError, ModelError
-from vlm_opd.models.loading import LoadedModel
+from vlm_opd.models.loading import QWEN_VL_FAMILIES, LoadedModel
 from vlm_opd.rollout.types import Rollout
 from vlm_opd.scoring.inputs import ImageMode, ScoringInputs, scoring_inputs, with_degraded_images
 
@@ -37,11 +37,12 @@ def rope_positions(lm: LoadedModel, si: ScoringInputs) -> torch.Tensor | None:
 
     Positions depend only on the tokens and image grids, so the degraded copy of a batch
     (`with_degraded_images` after this call) reuses them instead of recomputing. None for inputs
-    without images or a model without `get_rope_index` (the model then computes positions itself).
+    without images or a model outside the Qwen-VL families (the model then computes positions itself).
     """
     if si.position_ids is None and si.has_images:
+        # Only the Qwen-VL families' get_rope_index takes these arguments; other models place their own.
         get = getattr(lm.base.base_model, "get_rope_index", None)
-        if get is None:
+        if get is None or lm.config.model_type not in QWEN_VL_FAMILIES:
             return None
         kw = si.inputs
         si.position_ids, _ = get(

@@ -95,11 +95,14 @@ def _accelerator(cfg: TrainConfig):
 
 
 def _check_distributed(accelerator) -> None:
-    """Refuse the parallelisms this trainer does not support; warn about the untested one.
+    """Refuse the parallelisms this trainer does not support yet, with the reason.
 
-    Sharded parameters (FSDP, DeepSpeed ZeRO-3) break two things this trainer does outside the model's
-    own forward: sampling (each process must then make the same number of forward calls, but rollouts
-    end at different lengths) and the chunked divergences (they read the lm_head weight directly).
+    FSDP shards parameters, which breaks two things this trainer does outside the model's own forward:
+    sampling (every process would have to make the same number of forward calls, but rollouts end
+    at different lengths) and the chunked divergences (they read the lm_head weight directly).
+    DeepSpeed (any ZeRO stage) runs its optimizer step inside `accelerator.backward` unless
+    `accelerator.accumulate` is used, which this trainer's micro-batch and multi-update loop does not:
+    it would step once per micro-batch and before the NaN check.
     """
     from accelerate.utils import DistributedType
 
@@ -109,14 +112,9 @@ def _check_distributed(accelerator) -> None:
                           "need unsharded parameters. Use DDP (configs/accelerate/ddp.yaml), with LoRA "
                           "(lora.enabled) or gradient checkpointing if the student does not fit")
     if kind == DistributedType.DEEPSPEED:
-        plugin = accelerator.state.deepspeed_plugin
-        stage = int((getattr(plugin, "deepspeed_config", None) or {}).get("zero_optimization", {}).get("stage", 0))
-        if stage >= 3:
-            raise ConfigError(f"DeepSpeed ZeRO-{stage} shards parameters, which `vlm-opd train` does not support "
-                              "yet (sampling and the chunked divergences need whole parameters); use ZeRO-1/2 "
-                              "or DDP")
-        if accelerator.is_main_process:
-            print(f"note: DeepSpeed ZeRO-{stage} has not been tested with this trainer (DDP has)", file=sys.stderr)
+        raise ConfigError("DeepSpeed is not supported by `vlm-opd train` yet: its engine steps the optimizer "
+                          "inside backward, once per micro-batch, which this trainer's update loop does not "
+                          "expect. Use DDP (configs/accelerate/ddp.yaml)")
 
 
 def _load_examples(spec: str | None, cfg: TrainConfig, split: str | None, limit: int | None, role: str):
@@ -232,6 +230,10 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     if cfg.prompts_per_step % (nproc * cfg.grad_accum):
         raise ConfigError(f"prompts_per_step ({cfg.prompts_per_step}) must be divisible by processes x grad_accum "
                           f"({nproc} x {cfg.grad_accum})")
+    if cfg.method in POLICY_METHODS and cfg.prompts_per_step % (nproc * cfg.grad_accum * cfg.grpo.mini_batches):
+        raise ConfigError(f"grpo.mini_batches: prompts_per_step ({cfg.prompts_per_step}) must be divisible by "
+                          f"processes x grad_accum x mini_batches ({nproc} x {cfg.grad_accum} x "
+                          f"{cfg.grpo.mini_batches}): each update takes whole prompt groups from every micro-batch")
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", _yaml(config_to_dict(cfg)))
@@ -330,14 +332,14 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             else:
                 batches, plan = [], [[None] * cfg.grad_accum]
             step_diags: dict[str, float] = {}
-            loss_global, grad_norm, bad = 0.0, 0.0, None
+            applied, losses, norms, bad = 0, [], [], None
             for rows in plan:
                 normalizer = None
                 if policy and cfg.grpo.loss_type == "dapo":
                     local = sum(b.tokens(r) for b, r in zip(batches, rows))
                     total = accelerator.reduce(torch.tensor(local, device=device, dtype=torch.float64), reduction="sum")
                     normalizer = max(float(total), 1.0) / (cfg.grad_accum * nproc)
-                loss_local = 0.0
+                loss_local, update_diags = 0.0, {}
                 for m in range(cfg.grad_accum):
                     sync = accelerator.no_sync(model) if m < cfg.grad_accum - 1 else nullcontext()
                     with sync:
@@ -348,30 +350,40 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                         accelerator.backward(loss / cfg.grad_accum)
                     loss_local += float(loss.detach()) / cfg.grad_accum
                     for key, value in diags.items():
-                        step_diags[key] = step_diags.get(key, 0.0) + float(value) / (cfg.grad_accum * len(plan))
+                        update_diags[key] = update_diags.get(key, 0.0) + float(value) / cfg.grad_accum
                 loss_u = accelerator.reduce(torch.tensor(loss_local, device=device), reduction="mean").item()
                 norm_u = _clip(accelerator, model, cfg.optim.max_grad_norm)
-                loss_global += loss_u / len(plan)
-                grad_norm += norm_u / len(plan)
                 if not (math.isfinite(loss_u) and math.isfinite(norm_u)):
+                    # This update's gradients are dropped. With several updates per step the others
+                    # still apply; the step counts as skipped only when none did.
                     optimizer.zero_grad(set_to_none=True)
                     bad = (loss_u, norm_u)
-                    break
+                    if cfg.nan_policy != "skip":
+                        break
+                    continue
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                applied += 1
+                losses.append(loss_u)
+                norms.append(norm_u)
+                for key, value in update_diags.items():  # summed over applied updates, averaged below
+                    step_diags[key] = step_diags.get(key, 0.0) + value
+            step_diags = {key: value / max(applied, 1) for key, value in step_diags.items()}
             if policy:  # per-batch values: rewards, and the rollouts' tokens (not the per-update rows')
                 step_diags["tokens"] = 0.0
                 for b in batches:
                     for key, value in {**b.diags, "tokens": b.tokens()}.items():
                         step_diags[key] = step_diags.get(key, 0.0) + value / cfg.grad_accum
             if policy and len(plan) > 1:
-                step_diags["ppo_updates"] = float(len(plan))
+                step_diags["ppo_updates"] = float(applied)
+                if applied < len(plan):
+                    step_diags["skipped_updates"] = float(len(plan) - applied)
             if nproc > 1:  # diagnostics are averaged over processes (every process logs the same keys)
                 keys = sorted(step_diags)
                 values = accelerator.reduce(torch.tensor([step_diags[k] for k in keys], device=device,
                                                          dtype=torch.float64), reduction="mean")
                 step_diags = dict(zip(keys, values.tolist()))
-            if bad is not None:
+            if bad is not None and (applied == 0 or cfg.nan_policy != "skip"):
                 if cfg.nan_policy == "skip":
                     state["skipped_steps"] += 1
                     metrics.log({"step": step + 1, "skipped": True, "loss": bad[0], "grad_norm": bad[1]})
@@ -382,6 +394,7 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 raise NumericsError(f"step {step + 1}: loss={bad[0]} grad_norm={bad[1]} is not finite; "
                                     f"stopping ({where}; nan_policy=skip would skip such steps)")
             scheduler.step()
+            loss_global, grad_norm = sum(losses) / applied, sum(norms) / applied
 
             done = step + 1
             state["wall_s"] = time.time() - t_origin
