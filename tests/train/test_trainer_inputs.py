@@ -181,3 +181,17 @@ def test_unsupported_parallelisms_are_refused_with_a_reason():
         _check_distributed(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
     for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
         _check_distributed(SimpleNamespace(distributed_type=kind))
+
+
+def test_tensorboard_tracker_receives_the_logged_metrics(tmp_path, tiny_qwen2vl_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tmp_path, tiny_qwen2vl_dir, steps=2, log_every=1, trackers=["tensorboard"], run_name="tb-run")
+    result = trainer_mod.train(cfg, progress=False)
+    logged = {r["step"]: r["loss"] for r in read_metrics(result.metrics_path) if "loss" in r}
+    events = EventAccumulator(str(tmp_path / "run" / "tb-run"))
+    events.Reload()
+    assert "loss" in events.Tags()["scalars"]
+    got = {e.step: e.value for e in events.Scalars("loss")}
+    assert got.keys() == logged.keys() == {1, 2}
+    assert all(got[s] == pytest.approx(logged[s], rel=1e-6) for s in got)
