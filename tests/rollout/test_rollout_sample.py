@@ -54,6 +54,26 @@ def test_sample_every_family_with_multi_and_no_image_prompts(tiny_vlm, tiny_exam
     assert grid.shape[0] == 5 * K and pv.shape[0] == K * r.pixel_values.shape[0]
 
 
+def test_each_image_is_encoded_once_per_prompt_and_rollouts_are_unchanged(tiny_vlm, tiny_examples, monkeypatch):
+    import importlib
+
+    sample_mod = importlib.import_module("vlm_opd.rollout.sample")  # the module, not the function
+
+    calls = []
+    hook = tiny_vlm.base.model.visual.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    try:
+        once = sample(tiny_vlm, tiny_examples, k=4, max_new_tokens=12, seed=3)
+        patches = sum(calls)
+        calls.clear()
+        monkeypatch.setattr(sample_mod, "accepts_encoder_outputs", lambda model: False)  # per-row pixels
+        per_row = sample(tiny_vlm, tiny_examples, k=4, max_new_tokens=12, seed=3)
+    finally:
+        hook.remove()
+    assert patches * 4 == sum(calls) and patches == int(once.image_grid_thw.prod(-1).sum())
+    assert torch.equal(once.completion_ids, per_row.completion_ids)
+    torch.testing.assert_close(once.policy_logprobs, per_row.policy_logprobs, atol=1e-5, rtol=0)
+
+
 def test_sample_text_only_lm(tiny_qwen3_lm, tiny_examples):
     r = sample(tiny_qwen3_lm, [tiny_examples[-1]], k=3, max_new_tokens=NEW, seed=1)
     _check_rollout(tiny_qwen3_lm, r, [tiny_examples[-1]], k=3)

@@ -170,7 +170,7 @@ def test_images_encoded_once_per_prompt_match_per_row_encoding(tiny_vlm, rollout
         try:
             with torch.no_grad():
                 shared = backbone_hidden(tiny_vlm, si)
-                monkeypatch.setattr(scoring_logprobs, "_accepts_encoder_outputs", lambda backbone: False)
+                monkeypatch.setattr(scoring_logprobs, "accepts_encoder_outputs", lambda backbone: False)
                 per_row = backbone_hidden(tiny_vlm, si)
                 monkeypatch.undo()
         finally:

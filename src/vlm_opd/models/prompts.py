@@ -6,6 +6,7 @@ one image goes; a problem without markers gets its images before the text.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -275,3 +276,31 @@ def gather_vision(
         return None, None
     dev = pixel_values.device
     return pixel_values.index_select(0, patch_idx.to(dev)), image_grid_thw.index_select(0, img_idx.to(dev))
+
+
+def accepts_encoder_outputs(module) -> bool:
+    """Whether `module.forward` takes pre-computed `mm_encoder_outputs` (transformers 5.x VLMs)."""
+    return "mm_encoder_outputs" in inspect.signature(module.forward).parameters
+
+
+def shared_image_features(model, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, image_index: torch.Tensor):
+    """Vision-tower outputs of each distinct image once, re-indexed to the rows' images.
+
+    Args:
+        model: the VLM (`get_image_features`).
+        pixel_values, image_grid_thw: patches and grids of the distinct images.
+        image_index: `[N_row_images]` which distinct image each row image is, in row order (the K
+            samples of a prompt share one image, so the vision tower sees it once; gradients, when
+            enabled, flow back to it from every row).
+
+    Returns:
+        the model's image-feature output with `pooler_output` (and Qwen3-VL's per-layer
+        `deepstack_features`) in row-image order, as `mm_encoder_outputs["image"]` expects.
+    """
+    feats = model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+    idx = image_index.tolist()
+    feats.pooler_output = tuple(feats.pooler_output[i] for i in idx)
+    deepstack = getattr(feats, "deepstack_features", None)  # Qwen3-VL: per layer, per image
+    if deepstack is not None:
+        feats.deepstack_features = [tuple(layer[i] for i in idx) for layer in deepstack]
+    return feats

@@ -11,7 +11,14 @@ import torch
 from vlm_opd.data.example import Example
 from vlm_opd.errors import ConfigError
 from vlm_opd.models.loading import LoadedModel
-from vlm_opd.models.prompts import encode_prompts, gather_vision, image_counts
+from vlm_opd.models.prompts import (
+    accepts_encoder_outputs,
+    encode_prompts,
+    gather_vision,
+    image_counts,
+    row_image_index,
+    shared_image_features,
+)
 from vlm_opd.rollout.backends import HFGenerateBackend, SamplerBackend
 from vlm_opd.rollout.types import Rollout
 
@@ -43,6 +50,31 @@ def expand_prompts(enc: dict[str, torch.Tensor], counts: torch.Tensor, index: to
     pv, grid = gather_vision(enc.get("pixel_values"), enc.get("image_grid_thw"), counts, index)
     if pv is not None:
         out["pixel_values"], out["image_grid_thw"] = pv, grid
+    return out
+
+
+def _encode_images_once(
+    lm: LoadedModel, enc: dict[str, torch.Tensor], counts: torch.Tensor, index: torch.Tensor, rows: dict
+) -> dict:
+    """`rows` with the vision tower's features of each distinct image, computed once, instead of pixels.
+
+    The K rows of a prompt repeat its image; `generate` would encode it K times in the prefill.
+    transformers' `generate` takes pre-computed `mm_encoder_outputs` (M-RoPE positions still come
+    from `image_grid_thw`). Models without that argument get the plain rows.
+    """
+    model = lm.base
+    if "pixel_values" not in rows or not accepts_encoder_outputs(model):
+        return rows
+    image_index, _ = row_image_index(enc["image_grid_thw"], counts, index)
+    was_training = model.training
+    model.eval()  # as the sampler generates (no dropout)
+    try:
+        with torch.no_grad():
+            feats = shared_image_features(model, enc["pixel_values"], enc["image_grid_thw"], image_index)
+    finally:
+        model.train(was_training)
+    out = {k: v for k, v in rows.items() if k != "pixel_values"}
+    out["mm_encoder_outputs"] = {"image": feats}
     return out
 
 
@@ -117,10 +149,11 @@ def sample(
     counts = image_counts(examples, with_images=lm.is_vision)
     index = torch.arange(len(examples)).repeat_interleave(k)  # [B]
     rows = expand_prompts(enc, counts, index)
+    gen_inputs = _encode_images_once(lm, enc, counts, index, rows) if isinstance(backend, HFGenerateBackend) else rows
 
     out = backend.generate(
         lm,
-        rows,
+        gen_inputs,
         max_new_tokens=max_new_tokens,
         temperature=float(temperature),
         top_p=float(top_p),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,23 +12,9 @@ from vlm_opd.algorithms.chunked import chunked_token_logprobs
 from vlm_opd.data.degrade import pixelate
 from vlm_opd.errors import DataError, ModelError
 from vlm_opd.models.loading import QWEN_VL_FAMILIES, LoadedModel
+from vlm_opd.models.prompts import accepts_encoder_outputs, shared_image_features
 from vlm_opd.rollout.types import Rollout
 from vlm_opd.scoring.inputs import ImageMode, ScoringInputs, scoring_inputs, with_degraded_images
-
-
-def _accepts_encoder_outputs(backbone) -> bool:
-    return "mm_encoder_outputs" in inspect.signature(backbone.forward).parameters
-
-
-def _shared_image_features(model, si: ScoringInputs):
-    """Vision-tower outputs for each distinct image once, re-indexed to the rows' image order."""
-    feats = model.get_image_features(si.pixel_values, si.image_grid_thw, return_dict=True)
-    idx = si.image_index.tolist()
-    feats.pooler_output = tuple(feats.pooler_output[i] for i in idx)
-    deepstack = getattr(feats, "deepstack_features", None)  # Qwen3-VL: per layer, per image
-    if deepstack is not None:
-        feats.deepstack_features = [tuple(layer[i] for i in idx) for layer in deepstack]
-    return feats
 
 
 def rope_positions(lm: LoadedModel, si: ScoringInputs) -> torch.Tensor | None:
@@ -89,8 +74,9 @@ def backbone_hidden(lm: LoadedModel, si: ScoringInputs | dict[str, torch.Tensor]
     if backbone is model:
         raise ModelError(f"model {lm.name_or_path!r} ({type(model).__name__}) exposes no decoder backbone")
     if shared is not None and shared.has_images:
-        if _accepts_encoder_outputs(backbone):
-            kwargs["mm_encoder_outputs"] = {"image": _shared_image_features(model, shared)}
+        if accepts_encoder_outputs(backbone):
+            feats = shared_image_features(model, shared.pixel_values, shared.image_grid_thw, shared.image_index)
+            kwargs["mm_encoder_outputs"] = {"image": feats}
         else:  # older transformers: let the model encode each row's images
             kwargs = {**shared.model_kwargs(), **kwargs}
     return backbone(**kwargs, use_cache=False).last_hidden_state
