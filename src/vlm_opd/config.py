@@ -95,7 +95,7 @@ class DataConfig:
     system_prompt: str | None = _f(None, "system message prepended to every prompt")
     field_map: dict[str, str] = _f(factory=dict, help="rename dataset columns: {problem: question, ...}")
     synthetic: dict[str, Any] = _f(factory=dict, help="knobs of the built-in task for synthetic:N (num_values, "
-                                   "value_range, tasks, image_size, holdout_fraction, holdout; see "
+                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew; see "
                                    "vlm_opd.data.synthetic.SynthConfig)")
 
     def validate(self, prefix: str) -> None:

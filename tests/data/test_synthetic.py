@@ -95,11 +95,37 @@ def test_knobs():
         ({"image_size": 28}, "multiple of 28"),
         ({"holdout_fraction": 1.0}, "holdout_fraction"),
         ({"colour": "red"}, "unknown option"),
+        ({"filler_sentences": 9}, "filler_sentences"),
+        ({"filler_sentences": True}, "filler_sentences"),
+        ({"filler_skew": -1}, "filler_skew"),
     ],
 )
 def test_bad_knobs_are_config_errors(knobs, pattern):
     with pytest.raises(ConfigError, match=pattern):
         generate(1, seed=0, **knobs)
+
+
+def test_filler_sentences_lengthen_the_chain_without_touching_what_needs_the_image():
+    knobs = dict(num_values=2, tasks=["bar-sum"], value_range=(1, 9))
+    plain = generate(30, seed=4, **knobs)
+    filled = generate(30, seed=4, filler_sentences=3, **knobs)
+    assert generate(30, seed=4, filler_sentences=3, **knobs)[7].solution == filled[7].solution  # deterministic
+    sentence = re.compile(r"(Let me|I will|Now I|Next I|So I) \w+ [\w ]+?\.")
+    for p, f in zip(plain, filled):
+        # same task, values, image and answer; the filler sits between the arithmetic and the answer
+        assert (p.answer, p.meta["values"], p.problem) == (f.answer, f.meta["values"], f.problem)
+        assert np.array_equal(_arr(p.images[0]), _arr(f.images[0]))
+        head, tail = p.solution.split(" The answer is ")
+        assert f.solution.startswith(head + " ") and f.solution.endswith(" The answer is " + tail)
+        middle = f.solution[len(head) + 1 : -len(" The answer is " + tail)]
+        assert len(sentence.findall(middle)) == 3 and not re.search(r"\d", middle)
+    assert len({f.solution.split(" The answer is ")[0] for f in filled}) > 25  # the phrasing varies
+    # skew makes the first option of each slot more frequent
+    skewed = " ".join(e.solution for e in generate(200, seed=1, filler_sentences=2, filler_skew=2.0, **knobs))
+    uniform = " ".join(e.solution for e in generate(200, seed=1, filler_sentences=2, **knobs))
+    assert skewed.count("Let me") > 2 * uniform.count("Let me")
+    assert all("check" not in t for t in corpus_texts(20, seed=0, **knobs))
+    assert any("Let me" in t or "I will" in t for t in corpus_texts(20, seed=0, filler_sentences=2, **knobs))
 
 
 def test_splits_do_not_overlap():

@@ -57,6 +57,19 @@ def test_demo_configs_validate_and_share_student_and_seed():
     assert cfgs["teacher_sft"].eval.greedy and cfgs["teacher_sft"].method == "sft"
 
 
+def test_student_task_overrides_only_the_cold_start():
+    import dataclasses
+
+    variant = dataclasses.replace(FULL, task={**FULL.task, "filler_sentences": 3},
+                                  student_task={"filler_skew": 2.0})
+    runs = method_configs(variant, teacher_init="t0", student_init="s0", teacher="t", student="s", runs_dir="r", seed=0)
+    assert runs["student_sft"]["data"]["synthetic"] == {**variant.task, "filler_skew": 2.0}
+    for name in ("teacher_sft", "opd", "va_opd"):
+        assert runs[name]["data"]["synthetic"] == variant.task
+    # the cached teacher depends on the task, not on how the student is cold-started
+    assert dataclasses.replace(variant, student_task={}).teacher_key() == variant.teacher_key() != FULL.teacher_key()
+
+
 @pytest.mark.slow
 def test_pixelation_destroys_the_digits_a_trained_teacher_reads(tmp_path):
     """Train a tiny teacher (printed values 1 or 2 only, so it learns to read them in ~250 SFT steps, about

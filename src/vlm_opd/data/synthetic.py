@@ -92,6 +92,14 @@ class SynthConfig:
             images (style, jitter) are new but their values may not be; use it when the arithmetic
             of unseen combinations is not the point (a tiny model memorises single-digit sums and
             does not generalise them to held-out pairs) and the test is reading new images.
+        filler_sentences: number of image-independent "checking" sentences inserted into the
+            reference chain after the arithmetic (default 0: the original short chain). Each is
+            drawn at random per example from a small grammar with several free word choices
+            (`filler_text`), so the chain gets many high-entropy language tokens that carry no
+            visual information, while the tokens that need the image stay the same few digits.
+        filler_skew: Zipf exponent of the filler's word choices: option i of each slot has weight
+            1 / (i + 1) ** filler_skew (default 0: uniform). A different phrasing habit over the
+            same words, e.g. for a student cold-started in its own style (`DemoRecipe.student_task`).
     """
 
     num_values: int = 3
@@ -100,6 +108,8 @@ class SynthConfig:
     image_size: int = 56
     holdout_fraction: float = 0.2
     holdout: str = "values"
+    filler_sentences: int = 0
+    filler_skew: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.num_values, bool) or self.num_values not in (2, 3):
@@ -126,6 +136,12 @@ class SynthConfig:
             raise ConfigError(f"synthetic: holdout_fraction must be in (0, 1), got {hf!r}")
         if self.holdout not in ("values", "images"):
             raise ConfigError(f"synthetic: holdout must be 'values' or 'images', got {self.holdout!r}")
+        fs = self.filler_sentences
+        if isinstance(fs, bool) or not isinstance(fs, int) or not 0 <= fs <= 8:
+            raise ConfigError(f"synthetic: filler_sentences must be an integer in 0..8, got {fs!r}")
+        sk = self.filler_skew
+        if isinstance(sk, bool) or not isinstance(sk, (int, float)) or not 0.0 <= sk <= 10.0:
+            raise ConfigError(f"synthetic: filler_skew must be a number in [0, 10], got {sk!r}")
         _check_labels_fit(self)
 
 
@@ -310,11 +326,47 @@ def _join(values: Sequence[int]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def reference_solution(task: str, values: Sequence[int]) -> tuple[str, str]:
+# Image-independent "checking" sentences (`SynthConfig.filler_sentences`): subject, verb, object and
+# adverb are drawn independently and uniformly, so every sentence has four free choices (about
+# ln 5 + ln 6 + ln 6 + ln 6 = 7 nats) that no image can inform.
+_FILLER_SUBJECTS = ("Let me", "I will", "Now I", "Next I", "So I")
+_FILLER_VERBS = ("check", "verify", "confirm", "recheck", "review", "inspect")
+_FILLER_OBJECTS = ("the sum", "this result", "the numbers", "my work", "each step", "the addition")
+_FILLER_ADVERBS = ("again", "carefully", "once more", "slowly", "to be sure", "step by step")
+
+
+def filler_text(n: int, rng: random.Random, skew: float = 0.0) -> str:
+    """`n` image-independent checking sentences drawn from `rng` (empty for n == 0); `skew` > 0
+    makes earlier options of each slot more likely (weights 1 / (i + 1) ** skew)."""
+
+    def pick(options: Sequence[str]) -> str:
+        if not skew:
+            return rng.choice(options)
+        return rng.choices(options, weights=[(i + 1) ** -skew for i in range(len(options))])[0]
+
+    return " ".join(
+        f"{pick(_FILLER_SUBJECTS)} {pick(_FILLER_VERBS)} {pick(_FILLER_OBJECTS)} {pick(_FILLER_ADVERBS)}."
+        for _ in range(n)
+    )
+
+
+def _filler(cfg: SynthConfig, seed: int, split: str, index: int) -> str:
+    """Example `index`'s filler sentences ("" without `filler_sentences`), from a stream of its own,
+    so the task, values and style of the example are those of the filler-free task."""
+    if not cfg.filler_sentences:
+        return ""
+    rng = random.Random(f"vlm-opd-synth-filler|{seed}|{split}|{index}")
+    return filler_text(cfg.filler_sentences, rng, cfg.filler_skew)
+
+
+def reference_solution(task: str, values: Sequence[int], filler: str = "") -> tuple[str, str]:
     """The short reference chain and the final answer for `task` on `values`.
 
     The chain reads the numbers first, then does the arithmetic, then boxes the answer, e.g.
     `"The sides are 3, 5 and 7. 3 + 5 + 7 = 15. The answer is \\boxed{15}."`.
+
+    `filler` (image-independent sentences, see `filler_text`) goes between the arithmetic and the
+    final answer.
 
     Returns:
         (solution, answer) where answer is the integer result as a string.
@@ -339,6 +391,8 @@ def reference_solution(task: str, values: Sequence[int]) -> tuple[str, str]:
         )
     else:
         raise ConfigError(f"synthetic: unknown task {task!r}; valid: {', '.join(TASKS)}")
+    if filler:
+        steps = f"{steps} {filler}"
     return f"{steps} The answer is \\boxed{{{answer}}}.", str(answer)
 
 
@@ -444,7 +498,7 @@ def generate(n: int, seed: int = 0, *, split: str = "all", **knobs: Any) -> list
         split: "all" draws from every (task, values) combination; "train" only from combinations
             not held out, "eval" only from held-out ones (see `make_splits`).
         **knobs: fields of `SynthConfig`: num_values, value_range, tasks, image_size,
-            holdout_fraction, holdout.
+            holdout_fraction, holdout, filler_sentences, filler_skew.
 
     Returns:
         Examples with one RGB image each; `problem` starts with the `<image>` marker, `answer` is
@@ -459,7 +513,7 @@ def generate(n: int, seed: int = 0, *, split: str = "all", **knobs: Any) -> list
     examples = []
     for index in range(n):
         spec = _sample_spec(cfg, seed, split, index)
-        solution, answer = reference_solution(spec.task, spec.values)
+        solution, answer = reference_solution(spec.task, spec.values, _filler(cfg, seed, split, index))
         image = render_diagram(
             spec.task, spec.values, image_size=cfg.image_size, style_seed=spec.style_seed, max_digits=digits
         )
@@ -507,7 +561,7 @@ def corpus_texts(n: int, seed: int = 0, **knobs: Any) -> list[str]:
     for index in range(n):
         spec = _sample_spec(cfg, seed, "all", index)
         texts.append(_QUESTIONS[spec.task])
-        texts.append(reference_solution(spec.task, spec.values)[0])
+        texts.append(reference_solution(spec.task, spec.values, _filler(cfg, seed, "all", index))[0])
     return texts
 
 

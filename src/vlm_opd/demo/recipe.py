@@ -24,6 +24,9 @@ Why the numbers are what they are (measured on this project's 2-core CPU):
 - Measured with this recipe (seed 0, 2 cores, fresh cache): teacher 100% greedy on 128 held-out
   images after 600 steps (~130 s), cold start stopped at step 470 (39% greedy, 23% avg@4 at T=1),
   OPD 98.2% and VA-OPD 98.8% after 300 steps (~2.5 min side by side), whole demo ~5 min.
+- Tried to show VA-OPD's gain by adding the paper's dilution (task.filler_sentences=3, max_new_tokens 60,
+  optionally student_task={"filler_skew": 2.0}): OPD beat VA-OPD in all five runs by 4-7 points (see
+  the README's demo section for the numbers and the two measured reasons), so FULL keeps the plain task.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class DemoRecipe:
     task: dict[str, Any] = field(default_factory=lambda: {
         "tasks": ["bar-sum"], "num_values": 2, "value_range": [1, 9], "image_size": 56, "holdout": "images",
     })
+    # Overrides of `task` for the student's cold start only (e.g. its own phrasing habit); the teacher,
+    # the tokenizer, distillation and evaluation use `task`. Not part of `teacher_key`.
+    student_task: dict[str, Any] = field(default_factory=dict)
     n_train: int = 20_000  # training pool (fresh styles; the trainer walks seeded permutations of it)
     n_eval: int = 128  # held-out prompts for periodic evaluation
     # Models: one tokenizer (vocab_size, tokenizer_seed) shared by teacher and student.
@@ -139,6 +145,7 @@ VA_OPD_PARAMS = {"tau": 1.0, "lam": 0.5, "top_frac": 0.2}
 
 def _sft(recipe: DemoRecipe, *, model: str, out: str, seed: int, role: str) -> dict[str, Any]:
     teacher = role == "teacher"
+    task = copy.deepcopy(recipe.task if teacher else {**recipe.task, **recipe.student_task})
     cfg: dict[str, Any] = {
         "method": "sft",
         "output_dir": out,
@@ -146,7 +153,7 @@ def _sft(recipe: DemoRecipe, *, model: str, out: str, seed: int, role: str) -> d
         "student": {"path": model},
         "data": {"train": f"synthetic:{recipe.n_train}",
                  "eval": f"synthetic:{recipe.n_eval if teacher else recipe.student_check_prompts}",
-                 "synthetic": copy.deepcopy(recipe.task)},
+                 "synthetic": task},
         "optim": {"lr": recipe.sft_lr, "betas": [0.9, 0.98], "warmup_steps": recipe.sft_warmup,
                   # The cold start may stop early, so its schedule must not depend on the planned length.
                   "schedule": "cosine" if teacher else "constant", "min_lr_ratio": 0.05, "max_grad_norm": 1.0},
