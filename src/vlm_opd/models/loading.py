@@ -35,9 +35,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def unwrap_model(model):
-    """The transformers model inside DDP / DeepSpeed / torch.compile / PEFT wrappers (LoRA layers stay injected)."""
+    """The transformers model inside DDP / torch.compile / PEFT wrappers (LoRA layers stay injected)."""
     while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__ == "DeepSpeedEngine":
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             model = model.module
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod
