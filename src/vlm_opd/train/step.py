@@ -144,7 +144,8 @@ def distill_loss(ctx: StepContext, examples: list[Example], seed: int) -> tuple[
         batched = ctx.teacher.device.type != "cpu"
     with torch.no_grad():
         sig = teacher_signals(ctx.teacher, rollout, degrade=ctx.degrade if need_va else None,
-                              need_hidden=full_vocab, batch_real_and_degraded=batched)
+                              need_hidden=full_vocab, batch_real_and_degraded=batched,
+                              chunk_size=cfg.loss.chunk_size)
     mask, _ = _valid(rollout)
     per_token = per_token_divergence(ctx, rollout, sig.hidden_real, sig.logprobs_real, sig.lm_head_weight)
     mask = mask.to(per_token.device)
@@ -247,7 +248,7 @@ def policy_prepare(ctx: StepContext, examples: list[Example], seed: int, *, upda
         if updates > 1:
             old = student_token_logprobs(ctx, rollout).detach()
         if cfg.grpo.kl_coef > 0:
-            ref = token_logprobs(ctx.reference, rollout, images="real")
+            ref = token_logprobs(ctx.reference, rollout, images="real", chunk_size=cfg.loss.chunk_size)
     diags = {"reward": float(rewards.mean()),
              "reward_std": float(rewards.view(-1, k).std(-1, unbiased=k > 1).mean()) if k > 1 else 0.0}
     return PolicyBatch(rollout, rewards, advantages, mask, old, ref, diags)
@@ -303,7 +304,8 @@ def policy_update_loss(
         # The teacher pass runs per update (not kept from the batch), so grad_accum bounds its memory.
         full_vocab = cfg.loss.divergence in FULL_VOCAB
         with torch.no_grad():
-            sig = teacher_signals(ctx.teacher, rollout, degrade=None, need_hidden=full_vocab)
+            sig = teacher_signals(ctx.teacher, rollout, degrade=None, need_hidden=full_vocab,
+                                  chunk_size=cfg.loss.chunk_size)
         per_token_kl = per_token_divergence(ctx, rollout, sig.hidden_real, sig.logprobs_real, sig.lm_head_weight)
         loss, v_diags = A.vold_loss(loss, per_token_kl, mask, rewards.to(mask.device), beta=cfg.vold.beta,
                                     distill_on=cfg.vold.distill_on,
@@ -363,7 +365,7 @@ def sequence_loss(ctx: StepContext, examples: list[Example], seed: int) -> tuple
         loss = -(logprobs * mask).sum() / mask.sum().clamp_min(1)
         return loss, {"nll": float(loss.detach()), "tokens": float(mask.sum()), "truncated_targets": truncated}
     with torch.no_grad():
-        sig = teacher_signals(ctx.teacher, rollout, degrade=None, need_hidden=True)
+        sig = teacher_signals(ctx.teacher, rollout, degrade=None, need_hidden=True, chunk_size=cfg.loss.chunk_size)
     per_token = per_token_divergence(ctx, rollout, sig.hidden_real, sig.logprobs_real, sig.lm_head_weight,
                                      kind="forward_kl")
     mask = mask.to(per_token.device)
