@@ -2,6 +2,7 @@
 
     python benchmarks/loss_memory.py                 # N=2048, H=512, V=151936 (Qwen vocabulary)
     python benchmarks/loss_memory.py --n 512 --v 32000
+    python benchmarks/loss_memory.py --real           # N=2048, H=2048, V=151936 (Qwen3-VL-2B / Qwen2.5-VL-3B width)
 
 Both variants compute per-token reverse KL(student || teacher) from hidden states and lm_head
 weights, then backpropagate `sum_i w_i * kl_i` with random non-uniform w_i (as a weighted
@@ -127,9 +128,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads in each worker")
     p.add_argument("--repeats", type=int, default=1, help="runs per variant, alternating; the fastest counts")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", action="store_true",
+                   help="real width: H=2048 (Qwen3-VL-2B / Qwen2.5-VL-3B hidden size), V=151936, N=2048 "
+                        "unless --n is given; the naive variant then needs ~11 GB")
     p.add_argument("--worker", choices=["naive", "chunked"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.real:
+        args.h, args.v = 2048, 151936
     if args.worker:
         worker(args)
         return
@@ -149,7 +155,8 @@ def main() -> None:
     grad_h_max, grad_h_norm = _rel(chunked["grad_h"], naive["grad_h"])
     grad_w_max, grad_w_norm = _rel(chunked["grad_w"], naive["grad_w"])
     summary = {
-        "n": args.n, "h": args.h, "v": args.v, "chunk_size": args.chunk_size, "threads": args.threads,
+        "real": bool(args.real), "n": args.n, "h": args.h, "v": args.v, "chunk_size": args.chunk_size,
+        "threads": args.threads,
         "naive_seconds": best["naive"]["seconds"],
         "chunked_seconds": best["chunked"]["seconds"],
         "naive_peak_extra_mib": mem["naive"] / 2**20,

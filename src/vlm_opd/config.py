@@ -148,7 +148,8 @@ class LossConfig:
                          "forward_kl, jsd (generalized JSD), or the sampled-token estimators k1 | k2 | k3")
     jsd_beta: float = _f(0.5, "generalized JSD interpolation (0 forward KL, 1 reverse KL)")
     temperature: float = _f(1.0, "softmax temperature of both models inside the divergence")
-    chunk_size: int = _f(256, "positions per chunk for full-vocabulary divergences (memory O(chunk x V))")
+    chunk_size: int = _f(256, "positions per chunk for full-vocabulary divergences and for the teacher's / "
+                              "reference's token log-probs (memory O(chunk x V))")
 
     def validate(self, prefix: str) -> None:
         _check(self.divergence in DIVERGENCES, f"{prefix}.divergence",
