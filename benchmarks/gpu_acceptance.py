@@ -33,6 +33,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -404,6 +405,9 @@ def main(argv=None) -> int:
             times = [r["step_time_s"] for r in records if "step_time_s" in r]
             step_time[name] = statistics.median(times[1:] or times)  # the first step pays warm-up
             finals[name] = Path(res.final_dir)
+            for child in Path(res.final_dir).parent.iterdir():  # resumable state (optimizer, master weights):
+                if child.is_dir() and child != finals[name]:     # tens of GB at this size, not needed here
+                    shutil.rmtree(child, ignore_errors=True)
         moved = compare_updates(Path(student_dir), finals["va_opd"], finals["va_opd_fp32_ref"])
 
         costs = step_costs(args, student_dir, teacher_dir, data, device)
