@@ -9,8 +9,8 @@ What it runs (everything through the library's public API, so it measures whatev
    configs (`vlm_opd.models.real_width`, presets qwen3_vl_2b / qwen3_vl_8b) in bfloat16 on the GPU and
    saved to a scratch directory (nothing is downloaded). `--tiny`: the tiny Qwen3-VL builders instead.
 2. Three short `vlm_opd.train.train` runs on the same prompts (448 x 448 images, K=4, `--new` tokens):
-   VA-OPD and OPD with the student stored in bfloat16 (`dtype: bfloat16`, `mixed_precision: auto`, as the
-   paper configs), and a float32 reference (VA-OPD, `dtype: float32`, `mixed_precision: "no"`).
+   VA-OPD and OPD with the student stored in bfloat16 (`dtype: bfloat16`, `mixed_precision: bf16`, what the
+   paper configs' `auto` resolves to on a GPU), and a float32 reference (VA-OPD, `dtype: float32`, `mixed_precision: "no"`).
 3. Weights moved: for a slice of the student (the attention and MLP matrices of the first and last text
    layers) the bf16 run's update `W_final - W_0` is compared with the float32 reference's update rounded
    to the same bf16 grid: `update_rel_diff_vs_fp32 = ||d_bf16 - d_ref|| / ||d_ref||`. If the trainer
@@ -192,7 +192,9 @@ def train_config(args, method: str, student: str, teacher: str, data: Path, out:
                   "max_grad_norm": 1.0},
         "loss": {"divergence": "reverse_kl", "chunk_size": 256},
         "prompts_per_step": args.prompts, "grad_accum": 1, "steps": args.steps,
-        "mixed_precision": "no" if reference else "auto",
+        # "bf16" is what the paper configs' "auto" resolves to on a GPU; spelled out so the CPU --tiny path
+        # runs the same autocast (and the accelerate state reset between runs below is exercised).
+        "mixed_precision": "no" if reference else "bf16",
     })
 
 
@@ -396,6 +398,11 @@ def main(argv=None) -> int:
         runs = {"va_opd": ("va_opd", False), "opd": ("opd", False), "va_opd_fp32_ref": ("va_opd", True)}
         peaks, step_time, finals = {}, {}, {}
         for name, (method, ref) in runs.items():
+            # accelerate keeps one process-wide state and refuses a second Accelerator with another
+            # mixed_precision (the float32 reference): start each run from a clean state.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(True)
             _free(device)
             _reset_peak(device)
             res = train(train_config(args, method, student_dir, teacher_dir, data, work / "runs" / name, ref),
