@@ -90,8 +90,12 @@ class DataConfig:
                                 "(default: the data file's directory)")
     limit: int | None = _f(None, "use only the first N training rows")
     eval_limit: int | None = _f(None, "use only the first N eval rows")
-    skip_bad_rows: bool = _f(False, "skip (count and log to skipped_rows.jsonl) rows with missing fields or "
-                             "corrupt images instead of stopping")
+    skip_bad_rows: bool = _f(False, "skip (count and log to skipped_rows.jsonl) rows with missing fields, "
+                             "corrupt images or too-long prompts instead of stopping")
+    max_prompt_tokens: int | None = _f(None, "longest prompt (text + image tokens) accepted; longer ones are an "
+                                       "error, or a counted skip with skip_bad_rows, checked before training "
+                                       "starts (null: the smallest context of student and teacher minus "
+                                       "rollout.max_new_tokens, or sft.max_length for sft)")
     system_prompt: str | None = _f(None, "system message prepended to every prompt")
     field_map: dict[str, str] = _f(factory=dict, help="rename dataset columns: {problem: question, ...}")
     synthetic: dict[str, Any] = _f(factory=dict, help="knobs of the built-in task for synthetic:N (num_values, "
@@ -99,7 +103,7 @@ class DataConfig:
                                    "vlm_opd.data.synthetic.SynthConfig)")
 
     def validate(self, prefix: str) -> None:
-        for key in ("limit", "eval_limit"):
+        for key in ("limit", "eval_limit", "max_prompt_tokens"):
             v = getattr(self, key)
             _check(v is None or v >= 1, f"{prefix}.{key}", f"must be >= 1, got {v}")
 
@@ -178,8 +182,9 @@ class VAOPDConfig:
         _check(0 < self.top_frac < 1, f"{prefix}.top_frac", f"must be in (0, 1), got {self.top_frac}")
         _check(self.degrade in DEGRADATIONS, f"{prefix}.degrade",
                f"expected one of {', '.join(DEGRADATIONS)}, got {self.degrade!r}")
-        _check(0 < self.pixelate_ratio <= 1, f"{prefix}.pixelate_ratio",
-               f"must be in (0, 1], got {self.pixelate_ratio}")
+        # Ratio 1 gives back the real image: VA would be 0 on every token and VA-OPD would have no signal.
+        _check(0 < self.pixelate_ratio < 1, f"{prefix}.pixelate_ratio",
+               f"must be in (0, 1) (1 leaves the image unchanged, so VA is 0 everywhere), got {self.pixelate_ratio}")
 
 
 @dataclass
@@ -235,7 +240,8 @@ class PAPOConfig:
         _check(self.gamma >= 0, f"{prefix}.gamma", f"must be >= 0, got {self.gamma}")
         _check(self.entropy_coef >= 0, f"{prefix}.entropy_coef", f"must be >= 0, got {self.entropy_coef}")
         _check(self.mask_patch >= 1, f"{prefix}.mask_patch", f"must be >= 1, got {self.mask_patch}")
-        _check(0 <= self.mask_prob <= 1, f"{prefix}.mask_prob", f"must be in [0, 1], got {self.mask_prob}")
+        _check(0 < self.mask_prob <= 1, f"{prefix}.mask_prob",
+               f"must be in (0, 1] (0 leaves the image unchanged: no perception signal), got {self.mask_prob}")
 
 
 @dataclass
@@ -312,7 +318,11 @@ class TrainConfig:
     mixed_precision: str = _f("auto", "auto (bf16 on GPU, none on CPU) | no | bf16 | fp16")
     checkpoint_every: int = _f(0, "save a checkpoint every N steps (0: only at the end)")
     keep_last: int = _f(2, "number of step checkpoints kept")
-    resume: str | None = _f(None, "latest (newest complete checkpoint in output_dir), a checkpoint path, or null")
+    resume: str | None = _f(None, "latest (newest intact checkpoint of this run in output_dir; a damaged one is "
+                            "reported and skipped), a checkpoint path of this run, or null. Keys that change what "
+                            "the run means (method, models, data, seed, steps, optim, ...) cannot change on resume")
+    overwrite: bool = _f(False, "start a new run in an output_dir that holds another run or other files: the "
+                         "previous run's files (checkpoints, final, metrics, ...) are removed first")
     log_every: int = _f(1, "write a metrics line every N steps")
     sample_every: int = _f(0, "log sample completions every N steps (0: never)")
     nan_policy: str = _f("stop", "on a NaN/inf loss or gradient: stop (keeping the last good checkpoint) "
@@ -339,6 +349,7 @@ class TrainConfig:
                    f"prompts_per_step ({self.prompts_per_step}) must be divisible by grad_accum x mini_batches "
                    f"({self.grad_accum} x {self.grpo.mini_batches}): each update takes whole prompt groups "
                    "from every micro-batch")
+        _check(str(self.output_dir).strip() != "", "output_dir", "must not be empty (name a directory)")
         _check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
@@ -472,7 +483,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_unique(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
     return key.split("."), value
@@ -507,15 +518,58 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (plain YAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    # Only the keys written in this mapping count; keys brought in by a `<<:` merge may be overridden.
+    explicit = [k for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node in explicit:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable key: let the normal constructor report it
+            break
+        if first is not None:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                              f"{first}){_where(node)}: each key may appear once per mapping")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+def _where(node: yaml.Node) -> str:
+    name = node.start_mark.name
+    return f" in {name}" if name and not name.startswith("<") else ""
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def safe_load_unique(text: str, name: str | None = None) -> Any:
+    """`yaml.safe_load` that raises ConfigError on a duplicate mapping key (naming key and lines)."""
+    loader = _UniqueKeyLoader(text)
+    if name:
+        loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors naming the file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_load_unique(p.read_text(), str(p))
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{p}: {err}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -122,7 +122,11 @@ def _load_examples(spec: str | None, cfg: TrainConfig, split: str | None, limit:
 
     if spec is None:
         return []
-    skipped = Path(cfg.output_dir) / "skipped_rows.jsonl" if cfg.data.skip_bad_rows else None
+    from accelerate.state import PartialState
+
+    # One writer: every process loads the same rows, only the main one logs the skipped ones.
+    skipped = (Path(cfg.output_dir) / "skipped_rows.jsonl"
+               if cfg.data.skip_bad_rows and PartialState().is_main_process else None)
     try:
         # The generator holds out (task, values) combinations for the eval split: no train/eval overlap.
         return load_prompts(spec, seed=cfg.seed, synthetic_split="train" if role == "train" else "eval",
@@ -217,12 +221,24 @@ def save_model_dir(lm, model, path: Path) -> Path:
 
 
 def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """One stage: claim the output directory (lock, no silent overwrite, same run on resume), then train."""
+    from vlm_opd.train.run_dir import check_dir_path, claim_output_dir
+
+    check_dir_path(cfg.output_dir, "output_dir")  # before accelerate writes anything there
+    accelerator = _accelerator(cfg)
+    claim = claim_output_dir(config_to_dict(cfg), Path(cfg.output_dir), accelerator)
+    try:
+        return _train_stage(cfg, accelerator, claim, progress=progress)
+    finally:
+        claim.release()
+
+
+def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True) -> TrainResult:
     from vlm_opd.rewards import get_reward
 
     from accelerate.utils import set_seed
 
     out_dir = Path(cfg.output_dir)
-    accelerator = _accelerator(cfg)
     set_seed(cfg.seed)  # model init that happens here (LoRA adapters) must be reproducible too
     is_main = accelerator.is_main_process
     nproc, rank = accelerator.num_processes, accelerator.process_index
@@ -237,6 +253,8 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", _yaml(config_to_dict(cfg)))
+        # skipped_rows.jsonl describes this load only (a resumed run loads again: no duplicated rows)
+        (out_dir / "skipped_rows.jsonl").unlink(missing_ok=True)
 
     train_examples = _load_examples(cfg.data.train, cfg, cfg.data.split, cfg.data.limit, "train")
     eval_examples = _load_examples(cfg.data.eval, cfg, cfg.data.eval_split, cfg.data.eval_limit, "eval")
@@ -257,6 +275,14 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     if cfg.method in ("grpo", "papo", "vold") and cfg.grpo.kl_coef > 0:
         reference = _load(cfg.student, device)
         _freeze(reference)
+
+    # Prompts longer than the context fit nowhere: refuse (or skip, counted) before any forward pass.
+    from vlm_opd.train.limits import check_prompt_lengths
+
+    train_examples, eval_examples = check_prompt_lengths(
+        cfg, student, teacher, train_examples, eval_examples,
+        skipped_log=out_dir / "skipped_rows.jsonl" if is_main else None)
+    n_steps = total_steps(len(train_examples), cfg.prompts_per_step, cfg.steps, cfg.epochs)
 
     model = student.model
     if cfg.student.gradient_checkpointing:
@@ -289,9 +315,9 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
 
     # Resume.
     start_step, state = 0, {"wall_s": 0.0, "skipped_steps": 0}
-    resume_from = ckpt.resolve_resume(cfg.resume, out_dir)
+    resume_from = ckpt.resolve_resume(cfg.resume, out_dir, run_id=claim.run_id) if claim.resuming else None
     if resume_from is not None:
-        accelerator.load_state(str(resume_from / "state"))
+        ckpt.load_accelerate_state(accelerator, resume_from)
         state = json.loads((resume_from / "trainer_state.json").read_text())
         start_step = state["step"]
         if is_main:
@@ -302,7 +328,7 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         accelerator.init_trackers(cfg.run_name or cfg.method, config=_flat(config_to_dict(cfg)))
 
     def save(step: int) -> Path:
-        return _save_checkpoint(accelerator, out_dir, step, {**state, "step": step}, cfg.keep_last)
+        return _save_checkpoint(accelerator, out_dir, step, {**state, "step": step}, cfg.keep_last, claim.run_id)
 
     if start_step == 0 and eval_examples and cfg.eval.every > 0:
         _log_eval(ctx, eval_examples, 0, state["wall_s"], metrics, accelerator)
@@ -503,10 +529,12 @@ def _clip(accelerator, model, max_norm: float | None) -> float:
     return float(norm)
 
 
-def _save_checkpoint(accelerator, out_dir: Path, step: int, state: dict, keep_last: int) -> Path:
+def _save_checkpoint(accelerator, out_dir: Path, step: int, state: dict, keep_last: int,
+                     run_id: str | None = None) -> Path:
     """Accelerate state (every process writes its share) plus the trainer state, via `ckpt.save_checkpoint`."""
     return ckpt.save_checkpoint(
         out_dir, step, lambda tmp: accelerator.save_state(str(tmp / "state")), keep_last,
+        extra={"run_id": run_id} if run_id else None,
         is_main=accelerator.is_main_process, barrier=accelerator.wait_for_everyone,
         write_main=lambda tmp: atomic_write_json(tmp / "trainer_state.json", state))
 
