@@ -39,7 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N items of each benchmark")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (x k rows); the "
                                                              "cache is flushed after each batch")
-    p.add_argument("--out", help="output directory (default: eval_results/<model name>); reuse it to resume")
+    p.add_argument("--out", help="output directory (default: eval_results/<model name>); reuse it to resume. "
+                                 "It is locked while the eval runs; a directory holding anything but this "
+                                 "eval's own files is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the eval files in --out (results.json, report.md, cache/, judge_cache.jsonl, "
+                        f"{RUN_FILE}) even if they belong to another model or setting, or are not an eval's")
     p.add_argument("--judge-url", help="OpenAI-compatible API for the MathVista/MathVerse LLM judge")
     p.add_argument("--judge-model", help="judge model name (e.g. gpt-4o-2024-08-06)")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
@@ -128,6 +133,31 @@ def _default_out(source) -> Path:
     return Path("eval_results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", slug)
 
 
+EVAL_ARTIFACTS = (RUN_FILE, "results.json", "report.md", "cache", "judge_cache.jsonl")
+
+
+def _claim_out(out: Path, overwrite: bool) -> None:
+    """--out must be empty or hold this eval's files; --overwrite removes the eval files found there."""
+    import shutil
+
+    from vlm_opd.errors import ConfigError
+    from vlm_opd.train.run_dir import LOCK_NAME
+
+    contents = sorted(p.name for p in out.iterdir() if not p.name.startswith((LOCK_NAME, f".{LOCK_NAME}.")))
+    if overwrite:
+        removed = [n for n in EVAL_ARTIFACTS if (out / n).exists()]
+        for n in removed:
+            p = out / n
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if removed:
+            print(f"--overwrite: removed {', '.join(removed)} from {out}", file=sys.stderr)
+        return
+    if contents and RUN_FILE not in contents:
+        shown = ", ".join(contents[:5]) + (" ..." if len(contents) > 5 else "")
+        raise ConfigError(f"--out {out} already holds files that are not this eval's ({shown}); choose: another "
+                          "--out, or --overwrite to replace the eval files there")
+
+
 def _check_run_identity(out: Path, identity: dict) -> None:
     """Refuse an --out whose caches came from another model or generation setting: the runner's
     caches are keyed by benchmark, k, temperature and seed only, and would otherwise be reused."""
@@ -149,7 +179,7 @@ def _check_run_identity(out: Path, identity: dict) -> None:
                 changed = [f"{RUN_FILE} unreadable"]
             raise ConfigError(
                 f"--out {out} holds completions of another model or generation setting "
-                f"(differs in: {', '.join(changed)}; see {path}); use another --out, or delete it to start over"
+                f"(differs in: {', '.join(changed)}; see {path}); use another --out, or --overwrite to start over"
             )
         return
     atomic_write_json(path, identity)
@@ -238,7 +268,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"using the run's data.system_prompt={run_prompt!r} (--system-prompt '' for none)", file=sys.stderr)
     system_prompt = args.system_prompt or None
     out = Path(args.out) if args.out else _default_out(source)
+    from vlm_opd.train.run_dir import DirLock, check_dir_path
+
+    check_dir_path(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
+    with DirLock(out, "--out"):  # one eval per --out at a time, for the whole run
+        _claim_out(out, args.overwrite)
+        return _run_into(args, source, specs, judge, system_prompt, out)
+
+
+def _run_into(args: argparse.Namespace, source, specs: list[str], judge, system_prompt: str | None, out: Path) -> int:
+    from vlm_opd.eval import evaluate, render_markdown
+    from vlm_opd.eval.generate import load_eval_model, make_generate_fn
+
     _check_run_identity(out, {
         "model": source.description, "weights_fingerprint": source.fingerprint(), "dtype": args.dtype,
         "max_new_tokens": args.max_new_tokens, "top_p": args.top_p, "system_prompt": system_prompt,

@@ -14,6 +14,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,19 @@ class JudgeConfig:
         return f"judge:{self.model}"
 
 
+def _warn_plain_http(config: JudgeConfig) -> None:
+    """Warn when the API key would travel unencrypted (plain http:// to a host other than this machine)."""
+    from urllib.parse import urlsplit
+
+    if not config.api_key_env or not config.url.startswith("http://"):
+        return
+    host = (urlsplit(config.url).hostname or "").lower()
+    if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+        return
+    warnings.warn(f"judge: {config.url} is plain http://: the API key in {config.api_key_env} is sent unencrypted "
+                  f"to {host}; use https:// (or --judge-key-env none if that server needs no key)", stacklevel=3)
+
+
 class Judge:
     """Calls the judge with greedy decoding and memoises replies (in memory and, if given, on disk)."""
 
@@ -73,13 +87,14 @@ class Judge:
         self.cache_path = Path(cache_path) if cache_path else None
         self._memo: dict[str, str] = {}
         self.calls = 0  # HTTP requests that succeeded; tests use it to check memoisation
+        _warn_plain_http(config)
         if self.cache_path and self.cache_path.exists():
-            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
+            for raw in self.cache_path.read_bytes().splitlines():
                 try:
-                    rec = json.loads(line)
+                    rec = json.loads(raw.decode("utf-8"))
                     self._memo[rec["key"]] = rec["reply"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a torn last line from an interrupted run; the call is simply redone
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a torn or damaged line (e.g. an interrupted run): the call is simply redone
 
     @property
     def rule(self) -> str:

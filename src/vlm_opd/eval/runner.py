@@ -77,6 +77,22 @@ def batch_seed(seed: int, key: str, mode: DecodeMode, first_id: str) -> int:
     return int(digest[:8], 16)
 
 
+def _record_problem(rec: Any, header: bool) -> str | None:
+    """What is wrong with one parsed cache line (None if it has the expected shape)."""
+    if not isinstance(rec, dict):
+        return f"expected a JSON object, got {type(rec).__name__}"
+    if header:
+        return None if isinstance(rec.get("header"), dict) else "expected the header object {\"header\": {...}}"
+    if not isinstance(rec.get("id"), str):
+        return "expected an object with a string id"
+    if not isinstance(rec.get("fingerprint"), str):
+        return f"item {rec['id']!r} has no fingerprint"
+    comps = rec.get("completions")
+    if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+        return f"item {rec['id']!r}: completions must be a list of strings"
+    return None
+
+
 class CompletionCache:
     """Append-only JSONL of {id, fingerprint, completions}, behind one header line with the setting."""
 
@@ -93,20 +109,24 @@ class CompletionCache:
             self._append_lines([json.dumps({"header": header})])
 
     def _load(self) -> None:
-        text = self.path.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        complete = text.endswith("\n")
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        complete = data.endswith(b"\n")
         if complete:
             lines = lines[:-1]
         parsed: list[dict] = []
-        for i, line in enumerate(lines):
+        for i, raw in enumerate(lines):
             try:
-                parsed.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
+                parsed.append(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                if i == len(lines) - 1:  # torn last line of an interrupted append
                     self.discarded_lines += 1
                     continue
-                raise DataError(f"cache {self.path} line {i + 1} is corrupt; delete the file to regenerate it") from None
+                what = "is not UTF-8" if isinstance(err, UnicodeDecodeError) else "is not valid JSON"
+                raise DataError(f"cache {self.path} line {i + 1} {what}; delete the file to regenerate it") from None
+            problem = _record_problem(parsed[-1], header=i == 0)
+            if problem:
+                raise DataError(f"cache {self.path} line {i + 1}: {problem}; delete the file to regenerate it")
         if not parsed or "header" not in parsed[0]:
             raise DataError(f"cache {self.path} has no header line; delete the file to regenerate it")
         if parsed[0]["header"] != self.header:
@@ -292,7 +312,9 @@ def evaluate(
         benchmarks = [benchmarks]
     if not benchmarks:
         raise ConfigError("no benchmarks to evaluate")
-    out_dir = Path(out_dir)
+    from vlm_opd.train.run_dir import check_dir_path
+
+    out_dir = check_dir_path(out_dir, "out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     benches: list[Benchmark] = [b if isinstance(b, Benchmark) else get_benchmark(str(b)) for b in benchmarks]
