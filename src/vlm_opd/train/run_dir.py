@@ -199,6 +199,11 @@ def config_changes(before: dict, after: dict) -> tuple[list[str], dict[str, list
     return identity, mutable
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def read_run(out_dir: Path) -> dict | None:
     path = out_dir / RUN_FILE
     if not path.exists():
@@ -292,11 +297,13 @@ def _decide(cfg_dict: dict, out_dir: Path, lock: DirLock) -> RunClaim:
     if run is not None:  # resume: the config must mean the same run
         changed, mutable = config_changes(run["config"], cfg_dict)
         if changed:
-            shown = ", ".join(f"{k} ({flatten(run['config']).get(k)!r} -> {flatten(cfg_dict).get(k)!r})" for k in changed[:6])
-            raise ConfigError(f"resume: this config changes what the run in {out_dir} means: {shown}"
-                              f"{' ...' if len(changed) > 6 else ''}; only {', '.join(MUTABLE_ON_RESUME[3:8])}, "
+            a, b = flatten(run["config"]), flatten(cfg_dict)
+            shown = ", ".join(f"{k} ({_short(a.get(k))} -> {_short(b.get(k))})" for k in changed)
+            raise ConfigError(f"resume: this config changes what the run in {out_dir} means: {shown}; "
+                              f"only {', '.join(MUTABLE_ON_RESUME[4:9])}, "
                               f"eval.* and the like may change on resume (see README, Reliability); "
                               "use another output_dir for a different run")
+        mutable = {k: v for k, v in mutable.items() if k not in ("resume", "overwrite")}
         event = {"event": "resume", "resume": resume}
         if mutable:
             event["changed"] = mutable
