@@ -86,11 +86,13 @@ def save_checkpoint(output_dir: str | Path, step: int, write: Callable[[Path], N
     return final
 
 
-def file_crc32(path: Path) -> int:
+def file_crc32(path: Path, fsync: bool = False) -> int:
     crc = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             crc = zlib.crc32(chunk, crc)
+        if fsync:  # the files are durable before COMPLETE is written
+            os.fsync(fh.fileno())
     return crc
 
 
@@ -99,7 +101,7 @@ def write_manifest(directory: Path) -> dict:
     files = {}
     for f in sorted(directory.rglob("*")):
         if f.is_file() and f.name not in (MANIFEST, MARKER):
-            files[f.relative_to(directory).as_posix()] = {"size": f.stat().st_size, "crc32": file_crc32(f)}
+            files[f.relative_to(directory).as_posix()] = {"size": f.stat().st_size, "crc32": file_crc32(f, fsync=True)}
     manifest = {"algorithm": "crc32", "files": files}
     atomic_write_json(directory / MANIFEST, manifest, indent=None)
     return manifest
