@@ -124,7 +124,7 @@ class DirLock:
         try:
             for _ in range(3):
                 try:
-                    os.link(tmp, self.path)
+                    self._create(tmp)
                     self.held = True
                     return self
                 except FileExistsError:
@@ -148,6 +148,16 @@ class DirLock:
             raise ConfigError(f"{self.what} {self.dir}: could not take the lock {self.path}")
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _create(self, tmp: Path) -> None:
+        try:
+            os.link(tmp, self.path)  # appears with its content, or not at all
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(tmp.read_text())
 
     def _read(self) -> dict | None:
         try:
