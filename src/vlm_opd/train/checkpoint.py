@@ -238,3 +238,24 @@ def load_accelerate_state(accelerator, checkpoint: Path) -> None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"resume: the state in {checkpoint} does not fit the models of this config ({first[:300]}); "
                           "resume with the config the run was started with, or start a new run") from None
+
+
+def resolve_resume_shared(accelerator, resume: str | None, output_dir: str | Path,
+                          run_id: str | None = None) -> Path | None:
+    """`resolve_resume` decided by the main process (it verifies the files) and shared with the others,
+    so every process loads the same checkpoint even if they would see the files differently."""
+    path, error = None, None
+    if accelerator.is_main_process:
+        try:
+            path = resolve_resume(resume, output_dir, run_id=run_id)
+        except ConfigError as err:
+            error = str(err)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        shared = [error, None if path is None else str(path)]
+        broadcast_object_list(shared, from_process=0)
+        error, path = shared[0], None if shared[1] is None else Path(shared[1])
+    if error is not None:
+        raise ConfigError(error)
+    return path

@@ -315,7 +315,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
 
     # Resume.
     start_step, state = 0, {"wall_s": 0.0, "skipped_steps": 0}
-    resume_from = ckpt.resolve_resume(cfg.resume, out_dir, run_id=claim.run_id) if claim.resuming else None
+    resume_from = ckpt.resolve_resume_shared(accelerator, cfg.resume, out_dir, claim.run_id) if claim.resuming else None
     if resume_from is not None:
         ckpt.load_accelerate_state(accelerator, resume_from)
         state = json.loads((resume_from / "trainer_state.json").read_text())
