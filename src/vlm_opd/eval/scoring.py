@@ -16,7 +16,15 @@ from dataclasses import asdict, dataclass
 from vlm_opd.rewards.extract import extract_choice, extract_final_answer, extract_final_answer_with_source
 from vlm_opd.rewards.verify import string_equal, verify_math
 
-RULE = "rule"
+# Which rule decided an item (`ItemScore.rule`). Numbers scored with OFFICIAL or a judge follow the
+# benchmark's official protocol; OFFLINE and LENIENT numbers are not comparable with published tables.
+OFFICIAL = "official"  # the benchmark's official rule-based scorer; its protocol has no LLM step
+OFFLINE = "offline-rule"  # the protocol has an LLM step (extraction / judgement) but no judge was given:
+#                           a documented offline rule stood in for it
+LENIENT = "lenient"  # the explicit, non-official lenient parser (opt-in)
+# An LLM judge's verdict, or its extraction scored by the official rule, is tagged "judge:<model>"
+# (`Judge.rule`); an extraction supplied by the caller is tagged "extractor:<name>".
+RULE = OFFICIAL
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,7 @@ class ItemScore:
         extracted: the answer read from the completion (None if nothing could be read).
         parsed: False when no answer could be read; such completions count as wrong and are reported
             as unparsed.
-        rule: "rule" for the rule-based scorer, "judge:<model>" when an LLM judge decided.
+        rule: OFFICIAL, OFFLINE, LENIENT, "judge:<model>" or "extractor:<name>" (see the constants above).
     """
 
     score: float

@@ -14,6 +14,7 @@ from vlm_opd.eval.judge import (
     MATHVISTA_EXTRACT_PROMPT,
 )
 from vlm_opd.eval.scoring import (
+    OFFLINE,
     ItemScore,
     mathvista_normalize_and_score,
     mathvista_rule_extract,
@@ -94,7 +95,7 @@ class MathVista(Benchmark):
             rule = judge.rule
         else:
             extraction = mathvista_rule_extract(completion, example.meta)
-            rule = "rule"
+            rule = OFFLINE
         score, pred, parsed = mathvista_normalize_and_score(extraction, example.meta)
         return ItemScore(score, pred, parsed, rule)
 
