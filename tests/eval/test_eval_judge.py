@@ -72,7 +72,7 @@ def test_judged_evaluation_records_rule_and_memoises(server, tmp_path, monkeypat
     b = res["benchmarks"]
     assert b["mathvista"]["results"]["avg@1"]["rules"] == {"judge:stub-grader": 4}
     assert b["mathverse"]["results"]["avg@1"]["rules"] == {"judge:stub-grader": 4}
-    assert b["ai2d"]["results"]["avg@1"]["rules"] == {"rule": 3}  # AI2D's protocol has no judge
+    assert b["ai2d"]["results"]["avg@1"]["rules"] == {"official": 3}  # AI2D's protocol has no judge
     assert b["mathvista"]["results"]["avg@1"]["score"] == pytest.approx(50.0)
     assert b["mathverse"]["results"]["avg@1"]["score"] == pytest.approx(75.0)
     assert res["settings"]["judge"] == "stub-grader"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 
@@ -17,6 +18,7 @@ from vlm_opd.eval.judge import (
     MATHVERSE_SCORE_PROMPT,
 )
 from vlm_opd.eval.scoring import (
+    OFFLINE,
     ItemScore,
     score_choice,
     score_math,
@@ -88,8 +90,10 @@ class MathVerse(Benchmark):
             digit = re.search(r"[01]", verdict)
             return ItemScore(float(bool(digit) and digit.group(0) == "1"), extraction, True, judge.rule)
         if example.meta["question_type"] == "multi-choice":
-            return score_choice(completion, example.meta["options"], example.answer)
-        return score_math(completion, example.answer)
+            s = score_choice(completion, example.meta["options"], example.answer)
+        else:
+            s = score_math(completion, example.answer)
+        return dataclasses.replace(s, rule=OFFLINE)
 
     def run_metrics(self, examples, scores):
         metrics, counts = super().run_metrics(examples, scores)
