@@ -26,6 +26,7 @@ from vlm_opd.eval.judge import (
     Judge,
 )
 from vlm_opd.eval.scoring import (
+    Extraction,
     ItemScore,
     score_choice,
 )
@@ -147,8 +148,24 @@ class Benchmark:
 
     # -- scoring
 
-    def score(self, completion: str, example: Example, judge: Judge | None = None) -> ItemScore:  # pragma: no cover
+    def score(self, completion: str, example: Example, judge: Judge | None = None,
+              extraction: Extraction | None = None) -> ItemScore:  # pragma: no cover
+        """Score one completion with the benchmark's official rule.
+
+        Args:
+            judge: the LLM for protocols with an LLM step (`uses_judge`); others ignore it.
+            extraction: an answer read by the caller's own extractor, for benchmarks whose protocol
+                extracts with an LLM (MathVista, MathVerse, LogicVista); it replaces that step and the
+                item is tagged "extractor:<name>". Benchmarks without such a step raise ConfigError.
+        """
         raise NotImplementedError
+
+    def _no_extraction(self, extraction: Extraction | None) -> None:
+        if extraction is not None:
+            raise ConfigError(
+                f"{self.title}: its official protocol has no answer-extraction step; an outside extraction "
+                f"({extraction.rule}) cannot be used"
+            )
 
     def run_metrics(
         self, examples: Sequence[Example], scores: Sequence[ItemScore]
