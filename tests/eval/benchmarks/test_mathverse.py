@@ -1,5 +1,5 @@
 """MathVerse's official verdicts, derived line by line from ZrrSkywalker/MathVerse evaluation/ @
-16e7060274272f66d17f5022b3eb89ba423a3872: extract_answer_s1.py (`create_test_prompt`, the stored
+9f81505610b1777a6cd674c2191c17f67110a499 (prompts.py @ ac31a9c8b92eb8eed87477ec7bc40b61ce5d9b61): extract_answer_s1.py (`create_test_prompt`, the stored
 `extraction.replace('Extracted Answer: ', '').strip()`), score_answer_s2.py (`match_answer`: quick match
 `inst['answer'] == inst['extraction']`, or the judge with `demo_prompt_score`) and prompts.py.
 """
@@ -32,7 +32,7 @@ class FakeJudge:
 
 def example(answer="B", qtype="multi-choice"):
     m = {"problem_version": "Vision Only", "question_type": qtype, "answer_raw": answer,
-         "question_for_eval": "Find the angle.\nChoices:\nA:30°\nB:45°"}
+         "question": "Find the angle.\nChoices:\nA:30°\nB:45°"}
     if qtype == "multi-choice":
         m["options"] = {"A": "30°", "B": "45°", "C": "60°", "D": "90°"}
     return Example(problem="q", answer=answer, id="1", meta=m)
@@ -77,7 +77,8 @@ def test_official_prompts():
     assert s.startswith("Below are two answers to a math question.")
     # `demo_prompt.strip()` runs before `.format`, so the template's trailing space after "Judgement:" is gone.
     assert s.endswith("[Question]: Find x.\n[Standard Answer]: B\n[Model_answer] : b\nJudgement:")
-    assert "\\frac{x^2}{81}" in s  # `{{x^2}}` after .format
+    assert "\\frac{x^2}{81}" in s and "B:2√{3}" in s  # `{{x^2}}` after .format; "\\u221a" is √
+    assert "[Question]: Find x.\n" in s
 
 
 def test_judge_runs_both_steps():
@@ -85,7 +86,8 @@ def test_judge_runs_both_steps():
     judge = FakeJudge("Extracted Answer: B", "Judgement: 1")
     s = MathVerse("unused").score("long reasoning", example(), judge=judge)
     assert (s.score, s.extracted, s.parsed, s.rule) == (1.0, "B", True, "judge:fake")
-    assert judge.prompts[1].endswith("[Standard Answer]: B\n[Model_answer] : B\nJudgement:")
+    # [Question] is the release's `question` field (`inst['question']`)
+    assert judge.prompts[1].endswith("A:30°\nB:45°\n[Standard Answer]: B\n[Model_answer] : B\nJudgement:")
     bad = MathVerse("unused").score("x", example(), judge=FakeJudge("B", "maybe"))
     assert (bad.score, bad.parsed) == (0.0, False)  # the official loop would ask again forever
 

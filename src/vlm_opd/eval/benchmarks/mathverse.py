@@ -1,12 +1,13 @@
 """MathVerse: loader, prompt, and the official two-step scorer (extract, then judge or quick match).
 
-Sources (ZrrSkywalker/MathVerse, `evaluation/` @ 16e7060274272f66d17f5022b3eb89ba423a3872):
+Sources (ZrrSkywalker/MathVerse, `evaluation/extract_answer_s1.py` and `evaluation/score_answer_s2.py` @
+9f81505610b1777a6cd674c2191c17f67110a499, `evaluation/prompts.py` @ ac31a9c8b92eb8eed87477ec7bc40b61ce5d9b61):
 - prompt: the release's `query_cot` (the CoT protocol of the paper); `query_wo` on request.
 - step 1, `extract_answer_s1.py`: GPT reads the answer with `prompts.py::demo_prompt_extract`
   (`create_test_prompt`: demo stripped, blank line, "Model response: '<response>'\\nExtracted Answer: "),
   and the reply is kept as `reply.replace('Extracted Answer: ', '').strip()`.
 - step 2, `score_answer_s2.py`: `match_answer` either asks GPT with `prompts.py::demo_prompt_score`
-  (question_for_eval, the release's answer, the extraction; the reply with "Judgement:" removed and
+  (the release's `question` field, its answer, the extraction; the reply with "Judgement:" removed and
   stripped must be "0" or "1") or, with `--quick_match`, compares `answer == extraction` as strings:
   case, spaces and LaTeX all count ("B" != "b", "\\frac{3}{2}" != "1.5").
 
@@ -32,7 +33,7 @@ from vlm_opd.eval.judge import Judge
 from vlm_opd.eval.scoring import OFFLINE, Extraction, ItemScore
 from vlm_opd.rewards.extract import extract_final_answer
 
-SOURCE = "ZrrSkywalker/MathVerse evaluation/score_answer_s2.py @ 16e7060274272f66d17f5022b3eb89ba423a3872"
+SOURCE = "ZrrSkywalker/MathVerse evaluation/score_answer_s2.py @ 9f81505610b1777a6cd674c2191c17f67110a499"
 
 # prompts.py::demo_prompt_extract, written with the same Python escapes as the official source.
 EXTRACT_DEMO_PROMPT = """
@@ -65,7 +66,8 @@ Extracted answer: f(x) = -x^2 - 2x + 1
 7.
 """
 
-# prompts.py::demo_prompt_score; `{{`/`}}` stay doubled because the official code calls .format on it.
+# prompts.py::demo_prompt_score @ ac31a9c8b92eb8eed87477ec7bc40b61ce5d9b61 (the newest stored version; an older one
+# had different examples); `{{`/`}}` stay doubled because the official code calls .format on it.
 SCORE_DEMO_PROMPT = """
 Below are two answers to a math question. Question is [Question], [Standard Answer] is the standard answer to the question, and [Model_answer] is the answer extracted from a model's output to this question.  Determine whether these two answers are consistent.
 Please note that only when the [Model_answer] completely matches the [Standard Answer] means they are consistent. For non-multiple-choice questions, if the meaning is expressed in the same way, it is also considered consistent, for example, 0.5m and 50cm.
@@ -76,16 +78,20 @@ If they are consistent, Judement is 1; if they are different, Judement is 0.
 [Model_answer] : Extracted Answer: \\((-2, 1)\\)
 Judgement: 0
 
+[Question]: As shown in the figure, circle O has a radius 1.0, if angle BAC = 60.0, then the length of BC is ()\nChoices:\nA:2\nB:2\u221a{{3}}\nC:\u221a{{3}}\nD:2\u221a{{2}}
+[Standard Answer]: C
+[Model_answer] : B:2\u221a{{3}}
+Judgement: 0
+
 [Question]: Find the domain and range of the function f using interval notation.
 [Standard Answer]: domain: [-4, 0) and range: (-3, 1]
 [Model_answer] : Range: \\((-4, 1]\\)
 Judgement: 0
 
-
-[Question]: Two curves are symmetrical about the x-axis. Use the vertical line test to determine if this relation is a function.\nChoices:\nA:This is a function\nB:This is not a function
-[Standard Answer]: B
-[Model_answer] : This is not a function
-Judgement: 1
+[Question]: As shown in the figure, circle O has a radius 1.0, if angle BAC = 60.0, then the length of BC is ()\nChoices:\nA:2\nB:2\u221a{{3}}\nC:\u221a{{3}}\nD:2\u221a{{2}}
+[Standard Answer]: C
+[Model_answer] : null
+Judgement: 0
 
 [Question]: Given the graph of the ellipse that intersects with x-axis at 9 and -9 and with y-axis at 3 and -3, determine its equation.A. \\frac{{x^2}}{{81}} + \\frac{{y^2}}{{9}} = 1 B. Can not determine.\n
 [Standard Answer]: A
@@ -179,8 +185,9 @@ class MathVerse(Benchmark):
         images = []
         if version != "Text Only" or not blank(row.get("image")):
             images = [self.image(row, ("image", "decoded_image"), base, w)]
+        # score_answer_s2.py fills the judge prompt's [Question] with the release's `question` field as is.
         meta = {"problem_version": version, "question_type": qtype, "answer_raw": raw_answer,
-                "question_for_eval": str(row.get("question_for_eval") or row.get("question") or prompt)}
+                "question": "" if row.get("question") is None else str(row["question"])}
         if qtype == "multi-choice":
             options = parse_inline_options(str(row.get("question") or "")) or parse_inline_options(prompt)
             if not options:
@@ -206,7 +213,7 @@ class MathVerse(Benchmark):
         parsed = text not in ("", "null")
         if judge is None:
             return ItemScore(float(quick_match(gold, text)), text, parsed, rule)
-        reply = judge.complete(score_prompt(meta["question_for_eval"], gold, text))
+        reply = judge.complete(score_prompt(meta["question"], gold, text))
         verdict = reply.replace("Judgement:", "").strip()
         if verdict not in ("0", "1"):
             return ItemScore(0.0, text, False, rule)
