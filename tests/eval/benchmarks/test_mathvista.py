@@ -163,6 +163,13 @@ def test_judge_gets_the_official_prompt_and_its_reply_is_scored_officially():
     assert bench.score("6", example(meta("integer", "6")), judge=judge).score == 1.0 and judge.prompts == []
 
 
+def test_extraction_needs_a_name():
+    with pytest.raises(ValueError, match="name the extractor"):
+        Extraction("B", " ")
+    with pytest.raises(TypeError, match="must be a string"):
+        Extraction(None, "mine")
+
+
 def test_outside_extraction_is_tagged_and_scored_officially():
     bench = MathVista("unused")
     s = bench.score("whatever the model wrote", example(meta("float", "0.5", 2.0)),
