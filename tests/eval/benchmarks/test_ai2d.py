@@ -1,4 +1,4 @@
-"""AI2D's rule: lmms-eval MultiChoiceRegexFilter + exact_match(ignore_case, ignore_punctuation)."""
+"""AI2D's rule: lmms-eval MultiChoiceRegexFilter, strip (task.py process_results), exact_match(ignore_case, ignore_punctuation)."""
 
 import pytest
 
@@ -18,7 +18,8 @@ from vlm_opd.eval.scoring import OFFICIAL
         ("B)", True, "no filter match; ')' deleted -> 'b'"),
         ("Answer:\nC", False, "no filter match; 'answer\\nc' != 'b' (and != 'c')"),
         ("The answer is B.", False, "no filter match ('T' is not followed by '.'); the sentence != 'b'"),
-        ("B\n", False, "whitespace is never stripped: 'b\\n' != 'b'"),
+        ("B\n", True, "`process_results` strips the filtered output: 'B\\n' -> 'B'"),
+        ("B )", False, "strip happens before punctuation is deleted: 'B )' -> 'b ' != 'b'"),
         ("6 cm", False, "not the letter"),
         ("0.499", False, "'0499' != 'b'"),
         ("Yes/No", False, "'yesno' != 'b'"),
@@ -45,3 +46,16 @@ def test_parsed_means_normalises_to_an_option_letter():
     assert (s.score, s.parsed, s.extracted) == (0.0, False, None)
     s = ai2d_score("E", 4, "B")  # a letter beyond the options can never be right
     assert (s.score, s.parsed) == (0.0, False)
+
+
+def test_prompt_is_lmms_evals_mcq_format(tmp_path):
+    """`ai2d_doc_to_text`, 'mcq': f'{question}\\n{A. x lines}{post_prompt}'; target `options[int(answer)]`."""
+    from vlm_opd.eval.benchmarks.ai2d import AI2D
+    from vlm_opd.eval.fixtures import write_fixture
+
+    second = AI2D(write_fixture("ai2d", tmp_path)).load()[1]
+    assert second.problem == (
+        "What eats the grass?\nA. rabbit\nB. hawk\nC. sun\nD. soil\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    assert second.answer == "A"

@@ -127,3 +127,17 @@ def test_metrics_by_hand():
     assert m["aAcc"] == pytest.approx(60.0)
     assert m["fAcc"] == pytest.approx(50.0)  # (VD,0) all right, (VD,1) not; VS figure 0 left out
     assert m["qAcc"] == pytest.approx(100.0 / 3)  # q0 right on both figures; q1 and VS q0 not
+
+
+def test_bad_figure_id_names_benchmark_and_row(tmp_path):
+    """`assign_correctness` calls int(figure_id): a non-number is refused at load time, naming the row."""
+    import json
+
+    from vlm_opd.eval.fixtures import write_fixture
+
+    path = write_fixture("hallusionbench", tmp_path)
+    rows = json.loads((path / "HallusionBench.json").read_text())
+    rows[2]["figure_id"] = "one"
+    (path / "HallusionBench.json").write_text(json.dumps(rows))
+    with pytest.raises(DataError, match=r"HallusionBench row 2.*figure_id"):
+        HallusionBench(path).load()

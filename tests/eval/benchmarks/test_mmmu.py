@@ -102,3 +102,14 @@ def test_open_gold_list_and_score():
     assert (s.score, s.parsed, s.rule) == (1.0, True, OFFICIAL)
     s = bench.score("   ", open_example("2.5"))
     assert (s.score, s.parsed) == (0.0, False)
+
+
+def test_prompt_matches_construct_prompt(tmp_path):
+    """`construct_prompt` + llava1.5.yaml: options as '(A) x' lines, a blank line, then the instruction."""
+    from vlm_opd.eval.fixtures import write_fixture
+
+    examples = {e.id: e for e in MMMU(write_fixture("mmmu", tmp_path)).load()}
+    art = examples["validation_Art_2"].problem
+    assert art.endswith("(A) The first\n(B) The second\n\nAnswer with the option's letter from the given choices directly.")
+    physics = examples["validation_Physics_3"].problem
+    assert physics.endswith("Find the current in amperes.\nAnswer the question using a single word or phrase.")

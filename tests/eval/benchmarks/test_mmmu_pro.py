@@ -53,3 +53,14 @@ def test_pronoun_i_is_option_i():
     """With ten options, f'{choice} ' matches the pronoun: 'I do not know' reads option I (parsed, wrong)."""
     s = mmmu_pro_score("I do not know", OPTIONS, "D")
     assert (s.score, s.parsed, s.extracted) == (0.0, True, "I")
+
+
+def test_prompts_are_mmmu_pros(tmp_path):
+    """infer_transformers.py `construct_prompt` ('A. x' lines + prompts.yaml) and the vision prompt alone."""
+    from vlm_opd.eval.benchmarks.mmmu_pro import MMMU_PRO_PROMPTS, MMMUPro, MMMUProVision
+    from vlm_opd.eval.fixtures import write_fixture
+
+    std = MMMUPro(write_fixture("mmmu_pro", tmp_path / "s")).load()[0]
+    assert std.problem.endswith("I. option I\nJ. option J\n" + MMMU_PRO_PROMPTS["cot"]["standard"])
+    vis = MMMUProVision(write_fixture("mmmu_pro_vision", tmp_path / "v"), mode="direct").load()[0]
+    assert vis.problem == MMMU_PRO_PROMPTS["direct"]["vision"]

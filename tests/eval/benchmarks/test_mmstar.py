@@ -48,3 +48,15 @@ def test_api_failure_marker_skips_the_letter_step_only():
     """'Failed to obtain answer via API' returns False from `can_infer_option`; the text step still runs."""
     assert can_infer("Failed to obtain answer via API. C", OPTIONS) is None
     assert can_infer("Failed to obtain answer via API: a lamp", OPTIONS) == "D"
+
+
+def test_prompt_is_lmms_evals(tmp_path):
+    """lmms-eval `mmstar_doc_to_text`: the stripped question, then the yaml's post_prompt (no final period)."""
+    from vlm_opd.eval.benchmarks.mmstar import MMStar
+    from vlm_opd.eval.fixtures import write_fixture
+
+    first = MMStar(write_fixture("mmstar", tmp_path)).load()[0]
+    assert first.problem == (
+        "Which object is on the table?\nOptions: A: a cup, B: a cat, C: a book, D: a lamp"
+        "\nAnswer with the option's letter from the given choices directly"
+    )

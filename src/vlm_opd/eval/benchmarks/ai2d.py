@@ -3,16 +3,21 @@
 Prompt and scoring follow lmms-eval's task (EvolvingLMMs-Lab/lmms-eval `lmms_eval/tasks/ai2d/`):
 `utils.ai2d_doc_to_text` with the default "mcq" format (question, "A. ..." option lines, then
 "\\nAnswer with the option's letter from the given choices directly.") and the target letter
-`options[int(answer)]` (`ai2d_doc_to_target`), commit 0312cf2675dbc2315846546a8f987a08e826df96 (the
-stored version of `ai2d.yaml` / `utils.py`). Scoring: the "flexible-extract" filter
-`MultiChoiceRegexFilter` (take the letter when the output STARTS with optional whitespace, a capital
-letter and a period, `^\\s*([A-Z])\\.`; otherwise keep the whole output), then the `exact_match`
-metric with ignore_case and ignore_punctuation (lmms-eval `api/metrics.py::exact_match_hf_evaluate`,
-the port of Hugging Face evaluate's exact_match): lower-case both sides, delete every character of
-`string.punctuation`, compare for equality. Written here from reading them.
+`options[int(answer)]` (`ai2d_doc_to_target`), read at `utils.py` 8bbda22b8f8722c9635d6256b42efc092fc55922
+and `ai2d.yaml` 0312cf2675dbc2315846546a8f987a08e826df96. Scoring: the task's "flexible-extract"
+filter `MultiChoiceRegexFilter` (the letter when the output STARTS with optional whitespace, a capital
+and a period, `^\\s*([A-Z])\\.`; otherwise the whole output unchanged; read in a stored copy of the
+task's `utils.py` whose commit the index does not record -- the two pinned versions above predate it
+and have the filter commented out), then the `exact_match` metric with ignore_case and
+ignore_punctuation (`lmms_eval/api/metrics.py` 008ddc83c2b57ccbd1457714c5a54c8f03896e9d:
+`evaluate.load("exact_match")`, Hugging Face evaluate's exact_match; lmms-eval's later in-repo port
+`exact_match_hf_evaluate` is the same): lower-case both sides, delete every character of
+`string.punctuation`, compare for equality. Between the two, `ConfigurableTask.process_results`
+strips the filtered output (`result = [res.strip() for res in results]`, `lmms_eval/api/task.py`
+00dfe290ab8d113d5c171a41433ca16b3f9fe171). Written here from reading them.
 
 Quirks reproduced:
-- whitespace is neither stripped nor collapsed: "B\\n" or "B " never equals "b";
+- surrounding whitespace is stripped ("B\\n" is right) but inner whitespace is kept;
 - punctuation is deleted, not replaced: "(b)", "**B**", "B)" and "b." all become "b" and are right;
 - any sentence around the letter makes it wrong ("The answer is B.", "Answer:\\nC");
 - an option's text is wrong even when it is the right option's text (the target is the letter).
@@ -56,7 +61,7 @@ def ai2d_normalise(text: str) -> str:
 
 def ai2d_score(completion: str, n_options: int, gold: str) -> ItemScore:
     """AI2D's verdict: the filtered output, normalised, equals the normalised target letter."""
-    pred = ai2d_normalise(ai2d_filter(completion or ""))
+    pred = ai2d_normalise(ai2d_filter(completion or "").strip())
     letters = {ai2d_normalise(l) for l in option_letters(n_options)}
     parsed = pred in letters
     return ItemScore(float(pred == ai2d_normalise(gold)), pred.upper() if parsed else None, parsed, OFFICIAL)

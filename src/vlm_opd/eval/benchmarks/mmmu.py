@@ -233,10 +233,12 @@ def mmmu_images(text: str, row: Mapping, base: Path | None, where: str, bench: B
 class MMMU(Benchmark):
     """MMMU (validation). Schema: id, question, options (string form of a list), answer,
     question_type (multiple-choice / open), image_1 .. image_7 (`<image N>` markers in the text),
-    subfield, topic_difficulty. Prompt: the question, the options as "(A) ..." lines, then "Answer with
-    the option's letter from the given choices directly." (open: "Answer the question using a single
-    word or phrase."), MMMU's `construct_prompt` with its LLaVA-1.5 config. Scoring: the official MMMU
-    rules (module docstring), with no random fallback."""
+    subfield, topic_difficulty. Prompt: MMMU's `construct_prompt` with its `eval/configs/llava1.5.yaml`
+    (that file is not in the search index; read in its verbatim copy PathMMU-Benchmark/PathMMU
+    `eval/configs/llava1.5.yaml` f1ca4d33d407185a0e306b6185ab2f269926207c): the question, the options as
+    "(A) ..." lines, a blank line, "Answer with the option's letter from the given choices directly.";
+    open questions: the question, then "Answer the question using a single word or phrase.".
+    Scoring: the official MMMU rules (module docstring), with no random fallback."""
 
     name = "mmmu"
     title = "MMMU"
@@ -254,7 +256,9 @@ class MMMU(Benchmark):
             if len(options) < 2:
                 raise DataError(f"{w}: a multiple-choice question needs at least two options")
             answer = gold_letter(raw_answer, options, w)
-            text = f"{question}\n{letters_block(options, 'paren')}\n{MC_DIRECT}"
+            # construct_prompt: each option line ends in "\n", and the format "{}\n{}\nAnswer ..." adds
+            # another, so a blank line separates the options from the instruction.
+            text = f"{question}\n{letters_block(options, 'paren')}\n\n{MC_DIRECT}"
             meta: dict[str, Any] = {"question_type": qtype, "options": options}
         else:
             answer = str(raw_answer)

@@ -19,6 +19,15 @@ Quirks reproduced:
 - the "Failed to obtain answer via API" marker skips the letter step only.
 VLMEvalKit's optional LLM matching for outputs the rule cannot read is not run (the rule tag stays
 "official": that policy is VLMEvalKit's exact-matching mode).
+
+Prompt: lmms-eval's MMStar task (`lmms_eval/tasks/mmstar/utils.py` a455120a8ebb7ba325b5b81de28bdf1da9356597,
+`mmstar.yaml` b5ba906b0973de6024d585d3ef03454b6d50b6ba): the released question (which holds its
+options, "Options: A: ..., B: ...") stripped, then "\\nAnswer with the option's letter from the given
+choices directly" -- without a final period, as in the yaml. VLMEvalKit builds its own prompt from its
+TSV ("Question: ...\\nOptions:\\nA. ...\\nPlease select the correct answer from the options above. \\n",
+`vlmeval/dataset/image_mcq.py` 9ede1af0143acf7d4c2e41858ffe1624c5f42bf8) from a question column this
+index does not show, so it is not reproduced. lmms-eval also scores MMStar differently (first
+character of the output, l2-category average); that rule is not the one used here.
 """
 
 from __future__ import annotations
@@ -29,11 +38,12 @@ from collections.abc import Mapping
 from vlm_opd.data.example import Example
 from vlm_opd.errors import DataError
 from vlm_opd.eval.benchmarks.base import (
-    MC_DIRECT,
     Benchmark,
     parse_inline_options,
 )
 from vlm_opd.eval.scoring import OFFICIAL, ItemScore
+
+MMSTAR_POST_PROMPT = "\nAnswer with the option's letter from the given choices directly"
 
 _REJECT = (
     "Sorry, I can't help with images of people yet.",
@@ -87,7 +97,7 @@ def mmstar_score(completion: str, options: Mapping[str, str], gold: str) -> Item
 class MMStar(Benchmark):
     """MMStar (val). Schema: index, question (with "Options: A: ..., B: ..."), image, answer (letter),
     category, l2_category, meta_info. Prompt: the question as released (options inline) and "Answer
-    with the option's letter from the given choices directly." (lmms-eval's MMStar post-prompt).
+    with the option's letter from the given choices directly" (lmms-eval's MMStar post-prompt).
     Scoring: VLMEvalKit's `can_infer` (module docstring). Metrics: accuracy and per-category accuracy."""
 
     name = "mmstar"
@@ -107,7 +117,7 @@ class MMStar(Benchmark):
             raise DataError(f"{w}: answer {answer!r} is not one of the option letters {', '.join(options)}")
         image = self.image(row, ("image",), base, w)
         return Example(
-            problem=f"{question}\n{MC_DIRECT}", images=[image], answer=answer, id=str(row.get("index", index)),
+            problem=f"{question}{MMSTAR_POST_PROMPT}", images=[image], answer=answer, id=str(row.get("index", index)),
             meta={"options": options, "category": row.get("category"), "l2_category": row.get("l2_category")},
         )
 
