@@ -1,6 +1,7 @@
 """Optional LLM judge: an OpenAI-compatible chat-completions endpoint, called with `urllib`.
 
-MathVista and MathVerse officially read answers with an LLM (GPT-4 / GPT-4o) instead of rules. With a
+MathVista and MathVerse officially read answers with an LLM (GPT-4 / GPT-4o) instead of rules, and
+HallusionBench has GPT-4 judge every answer (its prompt lives in `benchmarks/hallusionbench.py`). With a
 `JudgeConfig` the evaluation does the same; without one (the default) their rule scorers are used. Every
 judged result records `rule = "judge:<model>"`. Replies are memoised in a JSONL file keyed by model and
 prompt, so a resumed evaluation never pays for the same call twice.
