@@ -141,3 +141,45 @@ def test_bad_figure_id_names_benchmark_and_row(tmp_path):
     (path / "HallusionBench.json").write_text(json.dumps(rows))
     with pytest.raises(DataError, match=r"HallusionBench row 2.*figure_id"):
         HallusionBench(path).load()
+
+
+def test_judged_run_end_to_end(tmp_path, monkeypatch):
+    """`vlm-opd eval` with a judge: every item goes through the official prompt; a judge that always
+    answers 'unclear' leaves only the VS figure-0 question right (`assign_correctness`)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from vlm_opd.eval import JudgeConfig, evaluate
+    from vlm_opd.eval.fixtures import oracle_generate_fn, write_fixture
+
+    prompts = []
+
+    class Unclear(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompts.append(body["messages"][0]["content"])
+            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Unclear."}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Unclear)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        cfg = JudgeConfig(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="stub", api_key_env=None,
+                          max_retries=0)
+        spec = f"hallusionbench:{write_fixture('hallusionbench', tmp_path / 'fx')}"
+        res = evaluate([spec], oracle_generate_fn(), k=1, judge=cfg, out_dir=tmp_path / "out", progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    summary = res["benchmarks"]["hallusionbench"]["results"]["avg@1"]
+    assert summary["rules"] == {"judge:stub": 5}
+    assert summary["metrics"]["aAcc"] == pytest.approx(20.0)
+    assert len(prompts) == 5 and all(p.endswith("\nOutput:") and "\nReference answer: " in p for p in prompts)
