@@ -17,7 +17,9 @@ With a judge configured (`--judge-url/--judge-model`) that step runs and items a
 "judge:<model>". Without one, the yes/no rule of VLMEvalKit stands in: `YOrN_Extraction`
 (open-compass/VLMEvalKit `vlmeval/dataset/utils/yorn.py` at 0c7163c9c71cff1758ff1c101385e8ce80d8713a,
 with `process_punctuation` from `vlmeval/smp/misc.py` at 4e85dcd302cc5f96c01ca6777d38b41a0ff1aebf),
-scored as VLMEvalKit does (extracted == answer; "Unknown" is wrong, also on VS figure-0 questions).
+scored as VLMEvalKit's `ImageYORNDataset.evaluate` does in its exact-matching mode
+(`vlmeval/dataset/image_yorn.py` 85e10b3387c58613823a18912b18eddc6e70a116: `score = answer == extracted`;
+"Unknown" is wrong, also on VS figure-0 questions; its optional LLM re-reading of Unknowns is not run).
 That is VLMEvalKit's rule path, not HallusionBench's protocol (which needs the LLM judge), so these
 items are tagged OFFLINE ("offline-rule"): the papers' "official protocol" numbers need the judge.
 The metrics are always the official ones above (VLMEvalKit's `Hallusion_rating` groups figures
