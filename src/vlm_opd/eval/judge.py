@@ -1,9 +1,10 @@
 """Optional LLM judge: an OpenAI-compatible chat-completions endpoint, called with `urllib`.
 
 MathVista, MathVerse and LogicVista officially read answers with an LLM (GPT-4 / GPT-4o) before their
-rule scorers (MathVerse also judges with it). With a `JudgeConfig` the evaluation sends the official
-prompts (each benchmark's module holds its own) and scores the replies with the official rules; without
-one (the default) a documented offline rule stands in and the items are tagged "offline-rule". Every
+rule scorers (MathVerse also judges with it), and HallusionBench has GPT-4 judge every answer. With a
+`JudgeConfig` the evaluation sends the official prompts (each benchmark's module holds its own) and scores
+the replies with the official rules; without one (the default) a documented offline rule stands in and
+the items are tagged "offline-rule". Every
 judged result records `rule = "judge:<model>"`. Replies are memoised in a JSONL file keyed by model and
 prompt, so a resumed evaluation never pays for the same call twice.
 """

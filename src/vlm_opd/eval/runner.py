@@ -272,8 +272,8 @@ def evaluate(
         batch_size: examples per `generate_fn` call; the cache is made durable after each call.
         out_dir: where caches, results.json and report.md go; reuse it to resume.
         limit: evaluate only the first `limit` items of each benchmark.
-        judge: LLM judge for the benchmarks whose protocol uses one (MathVista, MathVerse, LogicVista); None uses
-            their rule scorers.
+        judge: LLM judge for the benchmarks whose protocol uses one (`uses_judge`: MathVista, MathVerse,
+            HallusionBench, ...); None uses their offline rule scorers.
         progress: show a rich progress bar.
         seed: base seed; each batch gets `batch_seed(seed, benchmark, setting, first item id)`.
 

@@ -195,7 +195,9 @@ class Benchmark:
 class ChoiceBenchmark(Benchmark):
     """Benchmarks scored by reading an option letter (MMMU rule, no random fallback)."""
 
-    def score(self, completion: str, example: Example, judge: Judge | None = None) -> ItemScore:
+    def score(self, completion: str, example: Example, judge: Judge | None = None,
+              extraction: Extraction | None = None) -> ItemScore:
+        self._no_extraction(extraction)
         return score_choice(completion, example.meta["options"], example.answer)
 
     def reference_completion(self, example: Example) -> str:

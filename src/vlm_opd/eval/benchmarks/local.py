@@ -59,7 +59,8 @@ class LocalBenchmark(Benchmark):
             meta["options"] = options
         return Example(problem=problem, images=images, answer=answer, id=str(row.get("id", index)), meta=meta)
 
-    def score(self, completion, example, judge=None):
+    def score(self, completion, example, judge=None, extraction=None):
+        self._no_extraction(extraction)
         if example.meta.get("options"):
             return score_choice(completion, example.meta["options"], example.answer)
         return score_math(completion, example.answer)
