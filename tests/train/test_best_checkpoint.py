@@ -114,3 +114,38 @@ def test_stale_best_is_discarded_and_prune_protects_best(tmp_path):
     # another metric in the config: the old record does not apply
     tracker.commit(2, 0.5, run / "checkpoints" / "step-000002")
     assert BestTracker(run, "eval/completion_len", "min", start_step=4).record is None
+
+
+@pytest.mark.slow
+def test_two_process_ddp_saves_the_best_checkpoint_collectively(tmp_path, tiny_qwen2vl_dir):
+    """Only the main process evaluates; the best decision is shared so every process joins the save
+    (a process left out would hang the run at the checkpoint barrier)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    cfg = {"method": "sft", "student": {"path": str(tiny_qwen2vl_dir)},
+           "data": {"train": "synthetic:8", "eval": "synthetic:2"}, "prompts_per_step": 4, "steps": 3,
+           "sft": {"max_length": 16}, "eval": {"every": 1, "k": 1, "max_new_tokens": 4, "best_mode": "min",
+                                               "best_metric": "eval/completion_len"}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vlm_opd.cli", "train",
+         str(path), f"output_dir={tmp_path / 'two'}", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "two"
+    best = read_best(run)
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if "eval/completion_len" in l]
+    candidates = [(e["eval/completion_len"], e["step"]) for e in evals if e["step"] >= 1]
+    value, step = min(candidates)  # min value, earliest step on ties
+    assert (best["step"], best["value"]) == (step, pytest.approx(value))
+    if best["checkpoint"] != "final":
+        assert (run / best["checkpoint"] / "COMPLETE").is_file()
+        assert (run / best["checkpoint"] / "state" / "model.safetensors").is_file()
