@@ -148,7 +148,7 @@ def render_markdown(results: dict) -> str:
             row.append(_fmt(avg, ordered))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines += _footnotes(results, used_markers)
+    lines += _footnotes(used_markers)
     headlines = ", ".join(
         f"{results['benchmarks'][k]['title']}: {results['benchmarks'][k]['results'][first_mode]['headline']}" for k in keys
     )
@@ -184,7 +184,7 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _footnotes(results: dict, used: set[str]) -> list[str]:
+def _footnotes(used: set[str]) -> list[str]:
     """One line per marker used in the table, and a line saying which numbers are comparable."""
     lines = []
     for mark, text in MARKERS.values():
