@@ -149,3 +149,14 @@ def test_two_process_ddp_saves_the_best_checkpoint_collectively(tmp_path, tiny_q
     if best["checkpoint"] != "final":
         assert (run / best["checkpoint"] / "COMPLETE").is_file()
         assert (run / best["checkpoint"] / "state" / "model.safetensors").is_file()
+
+
+def test_stop_at_accuracy_makes_the_stopping_model_the_best(tmp_path, tiny_qwen2vl_dir, monkeypatch):
+    _scripted_eval(monkeypatch, {0: 0.0, 1: 0.3, 2: 0.95})
+    cfg = _cfg(tmp_path, tiny_qwen2vl_dir, keep_last=1,
+               eval={"every": 1, "k": 1, "max_new_tokens": 4, "measure_va": False, "stop_at_accuracy": 0.9})
+    result = train(cfg, progress=False)
+    assert result.steps == 2
+    best = read_best(tmp_path / "run")
+    assert (best["checkpoint"], best["step"], best["value"]) == ("final", 2, 0.95)
+    assert _steps(tmp_path / "run") == [1]  # the earlier best, still the newest checkpoint (keep_last=1)

@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (x k rows); the "
                                                              "cache is flushed after each batch")
     p.add_argument("--out", help="output directory (default: eval_results/<model name>); reuse it to resume")
-    p.add_argument("--judge-url", help="OpenAI-compatible API for the MathVista/MathVerse LLM judge")
+    p.add_argument("--judge-url", help="OpenAI-compatible API for the LLM step (extraction / judgement) of the benchmarks "
+                                       "whose official protocol has one; without it an offline rule stands in and "
+                                       "those numbers are marked not comparable")
     p.add_argument("--judge-model", help="judge model name (e.g. gpt-4o-2024-08-06)")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the judge API key ('none': send no key)")
