@@ -316,6 +316,15 @@ def _evaluate_source(args: argparse.Namespace, source, specs: list[str], judge, 
     else:
         print("all completions came from the cache (nothing generated)")
     print(f"results: {out / 'results.json'}\nreport: {out / 'report.md'}")
+    if loaded:  # release the model before the next checkpoint of --all-checkpoints is loaded
+        loaded.clear()
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return results
 
 
