@@ -139,10 +139,11 @@ def render_markdown(results: dict) -> str:
         for group, members in group_cols:
             group_marks = ""
             for k in members:
-                marks = _markers(results["benchmarks"][k]["results"][mode])
+                score = summary[mode]["scores"].get(k)
+                marks = _markers(results["benchmarks"][k]["results"][mode]) if score is not None else ""
                 used_markers.update(marks)
                 group_marks += "".join(m for m in marks if m not in group_marks)
-                row.append(_fmt(summary[mode]["scores"].get(k), marks))
+                row.append(_fmt(score, marks))
             avg = summary[mode]["groups"].get(group, {}).get("average")
             ordered = "".join(m for m, _ in MARKERS.values() if m in group_marks)
             row.append(_fmt(avg, ordered))
