@@ -274,6 +274,10 @@ class EvalConfig:
     measure_va: bool = _f(True, "also score eval rollouts under the teacher (real vs degraded) to log mean VA")
     stop_at_accuracy: float | None = _f(None, "stop training at the first periodic eval whose accuracy reaches "
                                         "this value; the final model is that step's (e.g. a partial cold start)")
+    best_metric: str | None = _f("eval/accuracy", "eval metric that picks the best checkpoint, kept besides the "
+                                 "last keep_last and named in <output_dir>/best.json: eval/accuracy | eval/mean_va | "
+                                 "eval/top10_va_share | eval/completion_len; null: keep no best checkpoint")
+    best_mode: str = _f("max", "max | min: whether a larger or a smaller best_metric is better")
 
     def validate(self, prefix: str) -> None:
         _check(self.every >= 0, f"{prefix}.every", f"must be >= 0, got {self.every}")
@@ -283,6 +287,11 @@ class EvalConfig:
                f"must be in (0, 1] or null, got {self.stop_at_accuracy}")
         _check(self.stop_at_accuracy is None or self.every > 0, f"{prefix}.stop_at_accuracy",
                "needs periodic evaluation (eval.every > 0)")
+        from vlm_opd.train.best import EVAL_METRICS
+
+        _check(self.best_metric is None or self.best_metric in EVAL_METRICS, f"{prefix}.best_metric",
+               _choice_msg(self.best_metric, EVAL_METRICS) + " or null")
+        _check(self.best_mode in ("max", "min"), f"{prefix}.best_mode", f"expected max|min, got {self.best_mode!r}")
 
 
 @dataclass
@@ -311,7 +320,8 @@ class TrainConfig:
     grad_accum: int = _f(1, "micro-batches per optimizer step (prompts_per_step is split across them)")
     mixed_precision: str = _f("auto", "auto (bf16 on GPU, none on CPU) | no | bf16 | fp16")
     checkpoint_every: int = _f(0, "save a checkpoint every N steps (0: only at the end)")
-    keep_last: int = _f(2, "number of step checkpoints kept")
+    keep_last: int = _f(2, "number of step checkpoints kept (the newest ones; the best one by eval.best_metric "
+                        "is kept besides them)")
     resume: str | None = _f(None, "latest (newest complete checkpoint in output_dir), a checkpoint path, or null")
     log_every: int = _f(1, "write a metrics line every N steps")
     sample_every: int = _f(0, "log sample completions every N steps (0: never)")

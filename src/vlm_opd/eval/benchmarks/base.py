@@ -27,10 +27,11 @@ from vlm_opd.eval.judge import (
 )
 from vlm_opd.eval.scoring import (
     Extraction,
+    LENIENT,
     ItemScore,
     score_choice,
 )
-from vlm_opd.rewards.extract import option_letters
+from vlm_opd.rewards.extract import extract_choice, option_letters
 from vlm_opd.rewards.rewards import gold_choice_letter
 
 MC_DIRECT = "Answer with the option's letter from the given choices directly."
@@ -78,6 +79,9 @@ class Benchmark:
     hub_split: ClassVar[str] = "test"
     uses_judge: ClassVar[bool] = False  # official protocol reads answers with an LLM
     image_dirs: ClassVar[tuple[str, ...]] = ("images",)
+    # Opt-in lenient multiple-choice parsing (`vlm-opd eval --lenient`, `evaluate(lenient=True)`): the
+    # runner sets it on the instance. Its numbers are tagged LENIENT and reported as not comparable.
+    lenient: bool = False
 
     def __init__(self, source: str | Path | None = None, prompt_suffix: str | None = None):
         self.source = None if source in (None, "") else Path(source)
@@ -166,6 +170,21 @@ class Benchmark:
                 f"{self.title}: its official protocol has no answer-extraction step; an outside extraction "
                 f"({extraction.rule}) cannot be used"
             )
+    def score_item(self, completion: str, example: Example, judge: Judge | None = None,
+                   extraction: Extraction | None = None) -> ItemScore:
+        """What the runner calls: the official `score()`, or, when `self.lenient` is set and the item is
+        multiple choice (`choice_options`), the lenient parser (`score_lenient_choice`, tagged LENIENT).
+        Items that are not multiple choice are always scored by `score()`."""
+        if self.lenient:
+            options = self.choice_options(example)
+            if options:
+                return score_lenient_choice(completion, options, example.answer)
+        return self.score(completion, example, judge, extraction=extraction)
+
+    def choice_options(self, example: Example) -> Sequence[str] | Mapping[str, str] | None:
+        """The options of a multiple-choice item (a list lettered A, B, ... or a letter -> text mapping),
+        None for other items. Default: `example.meta["options"]`, where every loader here keeps them."""
+        return example.meta.get("options") or None
 
     def run_metrics(
         self, examples: Sequence[Example], scores: Sequence[ItemScore]
@@ -191,6 +210,19 @@ class Benchmark:
 
 
 # ================================================================= multiple-choice helpers
+
+def score_lenient_choice(completion: str, options: Sequence[str] | Mapping[str, str], gold: str) -> ItemScore:
+    """The explicit, NON-official lenient multiple-choice parser, tagged LENIENT.
+
+    `rewards.extract.extract_choice`: the MMMU rule without its random fallback, plus leniency no
+    official scorer has (lowercase letters, markdown / LaTeX wrappers stripped, "X)" labels, an option's
+    exact text at any length, the "answer is" / boxed region first). `gold` is the reference letter or
+    the reference option's text. Numbers scored this way are NOT comparable with the papers.
+    """
+    letter = extract_choice(completion, options)
+    gold_letter_ = gold_choice_letter(str(gold), options) or str(gold).strip().upper()
+    return ItemScore(float(letter is not None and letter == gold_letter_), letter, letter is not None, LENIENT)
+
 
 class ChoiceBenchmark(Benchmark):
     """Benchmarks scored by reading an option letter (MMMU rule, no random fallback)."""
