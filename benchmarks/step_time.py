@@ -19,6 +19,11 @@ The last line printed is one JSON object with `t_opd`, `t_va_opd`, `t_teacher_fo
 `extra_over_teacher` = (t_va_opd - t_opd) / t_teacher_forward, and the setting.
 
     .venv/bin/python benchmarks/step_time.py [--prompts 16] [--k 4] [--new 40] [--repeats 41]
+        [--va-kind sampled|teacher_shift]
+
+`--va-kind teacher_shift` times VA-OPD with the position-level VA (`va_opd.va_kind`): it keeps the
+degraded pass's hidden states and adds one chunked full-vocabulary divergence between the teacher's two
+distributions, so its extra cost is reported against the same teacher forward.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ def main() -> None:
     ap.add_argument("--passes", choices=("auto", "batched", "separate"), default="auto",
                     help="teacher's real and degraded passes as one 2B batch, two forwards, or what the trainer "
                          "does by default (va_opd.batch_real_and_degraded: null; two forwards on CPU)")
+    ap.add_argument("--va-kind", choices=("sampled", "teacher_shift"), default="sampled",
+                    help="va_opd.va_kind of the VA-OPD variant timed")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -77,7 +84,7 @@ def main() -> None:
     def ctx_for(method: str):
         cfg = config_from_dict({"method": method, "student": {"path": "s"}, "teacher": {"path": "t"},
                                 "data": {"train": "d"}, "rollout": {"k": args.k},
-                                "va_opd": {"batch_real_and_degraded": batched}})
+                                "va_opd": {"batch_real_and_degraded": batched, "va_kind": args.va_kind}})
         return step_mod.StepContext(cfg=cfg, student=student, student_for_generation=lambda: student,
                                     teacher=teacher, degrade=pixelate)
 
@@ -110,7 +117,7 @@ def main() -> None:
         "extra_over_teacher_paired": statistics.median(paired),
         "target_met": (med["va_opd"] - med["opd"]) <= 1.1 * med["teacher"],
         "rows": args.prompts * args.k, "tokens_per_row": int(rollout.completion_mask.shape[1]),
-        "threads": args.threads, "repeats": args.repeats, "passes": args.passes,
+        "threads": args.threads, "repeats": args.repeats, "passes": args.passes, "va_kind": args.va_kind,
     }
     print(json.dumps(result), file=sys.stdout)
 

@@ -24,19 +24,24 @@ from vlm_opd.algorithms.policy import (
     vold_loss,
 )
 from vlm_opd.algorithms.visual_advantage import (
+    HIGH_GROUP_CHOICES,
+    SHIFT_DIVERGENCES,
     VA_MASK_CHOICES,
     grouped_token_loss,
     opd_loss,
     rollout_weights,
     va_opd_loss,
+    teacher_shift_va,
     va_token_mask,
     visual_advantage,
 )
 
 __all__ = [
     "DIVERGENCE_KINDS",
+    "HIGH_GROUP_CHOICES",
     "POLICY_LOSS_TYPES",
     "SAMPLED_KL_ESTIMATORS",
+    "SHIFT_DIVERGENCES",
     "VA_MASK_CHOICES",
     "VOLD_DISTILL_ON",
     "chunked_divergence",
@@ -53,6 +58,7 @@ __all__ = [
     "reverse_kl",
     "rollout_weights",
     "sampled_token_kl",
+    "teacher_shift_va",
     "va_opd_loss",
     "va_token_mask",
     "visual_advantage",
