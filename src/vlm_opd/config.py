@@ -95,8 +95,10 @@ class DataConfig:
     system_prompt: str | None = _f(None, "system message prepended to every prompt")
     field_map: dict[str, str] = _f(factory=dict, help="rename dataset columns: {problem: question, ...}")
     synthetic: dict[str, Any] = _f(factory=dict, help="knobs of the built-in task for synthetic:N (num_values, "
-                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew; see "
-                                   "vlm_opd.data.synthetic.SynthConfig)")
+                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew, "
+                                   "shortcut (P(the question's hint is the answer) on the train split: a language "
+                                   "shortcut), shortcut_eval (the same on the eval split, default 0: the shortcut "
+                                   "fails there); see vlm_opd.data.synthetic.SynthConfig)")
 
     def validate(self, prefix: str) -> None:
         for key in ("limit", "eval_limit"):
