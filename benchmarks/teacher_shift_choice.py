@@ -88,6 +88,15 @@ def main() -> None:
         row = {f"mean_{k}": float(va[(kinds == i) & valid].mean()) for i, k in enumerate(KINDS)}
         other = va[(kinds >= 2) & valid]
         row["p99_other"] = float(other.quantile(0.99))
+        row["frac_other_positive"] = float((other > 0).double().mean())
+        row["frac_other_above_0.01"] = float((other > 0.01).double().mean())
+        # What the high group (p_v = 0.2) holds under high_group=positive: non-digit tokens among its members.
+        pos_high = _high_va_group(va, valid, 0.2, "positive")
+        row["positive_group_other_share"] = float((pos_high & (kinds >= 2)).sum()) / max(int(pos_high.sum()), 1)
+        floored = A.floor_va(va, 0.01)
+        pos_high = _high_va_group(floored, valid, 0.2, "positive")
+        row["positive_group_other_share_floor_0.01"] = float((pos_high & (kinds >= 2)).sum()) / max(int(pos_high.sum()), 1)
+        row["positive_group_digit_recall_floor_0.01"] = float((pos_high & (kinds < 2)).sum()) / max(int(((kinds < 2) & valid).sum()), 1)
         row["max_other"] = float(other.max())
         row["reading_mass_share"] = float(va[(kinds < 2) & valid].sum()) / total if total > 0 else 0.0
         row["wrong_over_right"] = row["mean_wrong_digit"] / max(row["mean_right_digit"], 1e-12)
@@ -100,7 +109,10 @@ def main() -> None:
         r = out[name]
         print(f"{name:18s} right {r['mean_right_digit']:8.3f}  wrong {r['mean_wrong_digit']:8.3f}  other "
               f"{r['mean_other']:7.4f} after-misread {r['mean_after_misread']:7.4f} (all other: p99 {r['p99_other']:.4f}, max {r['max_other']:.3f})  reading share "
-              f"{r['reading_mass_share']:.3f}  wrong in top-20% {r['wrong_digits_in_top20']:.2f}")
+              f"{r['reading_mass_share']:.3f}  wrong in top-20% {r['wrong_digits_in_top20']:.2f}  other>0 "
+              f"{r['frac_other_positive']:.2f} (>0.01: {r['frac_other_above_0.01']:.3f})  positive group non-digit "
+              f"{r['positive_group_other_share']:.2f} (floor 0.01: {r['positive_group_other_share_floor_0.01']:.3f}, "
+              f"digits in it {r['positive_group_digit_recall_floor_0.01']:.2f})")
     print(json.dumps(out))
 
 

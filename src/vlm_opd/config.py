@@ -181,6 +181,10 @@ class VAOPDConfig:
     shift_divergence: str = _f("kl_real_degraded", "divergence for va_kind=teacher_shift: kl_real_degraded "
                                "KL(p_real || p_degraded) | kl_degraded_real KL(p_degraded || p_real) | jsd "
                                "(chosen default and measurements: README, VA variants)")
+    va_floor: float = _f(0.0, "VA values <= this are set to 0 before the rollout weights, the groups, the token "
+                         "mask and the training VA diagnostics (0: the paper). Not the paper's: on the demo teacher 68% "
+                         "of scaffold tokens get sampled VA in (0, 0.002] and every position a positive teacher_shift "
+                         "VA, so high_group=positive alone still admits them; 0.01 keeps the read-off digits (VA ~7)")
     high_group: str = _f("fixed", "high-VA group of Eq. 5: fixed (the paper: the top ceil(top_frac x n) tokens, "
                          "filled up with VA = 0 tokens when fewer have VA > 0) | positive (not the paper's: at most "
                          "ceil(top_frac x n) tokens, all with VA > 0; an empty group's weight goes to the other)")
@@ -197,6 +201,8 @@ class VAOPDConfig:
                _choice_msg(self.va_kind, ("sampled", "teacher_shift")))
         _check(self.shift_divergence in ("kl_real_degraded", "kl_degraded_real", "jsd"), f"{prefix}.shift_divergence",
                _choice_msg(self.shift_divergence, ("kl_real_degraded", "kl_degraded_real", "jsd")))
+        _check(self.va_floor >= 0 and math.isfinite(self.va_floor), f"{prefix}.va_floor",
+               f"must be a finite number >= 0, got {self.va_floor}")
         _check(self.high_group in ("fixed", "positive"), f"{prefix}.high_group",
                _choice_msg(self.high_group, ("fixed", "positive")))
 

@@ -158,3 +158,26 @@ def test_positive_group_never_holds_a_zero_va_token_and_matches_reference():
     assert torch.isfinite(leaf.grad).all()
     with pytest.raises(ValueError, match="high_group"):
         va_opd_loss(kl, va, mask, high_group="top")
+
+
+# ---------------------------------------------------------------------------------------- va_floor
+
+
+def test_floor_va_keeps_positive_group_to_the_tokens_that_need_the_image():
+    from vlm_opd.algorithms import floor_va
+
+    # Scaffold tokens with the tiny positive VA measured on the demo teacher (~1e-3), one digit with VA 7.
+    va = torch.tensor([[0.002, 0.001, 7.0, 0.0, 0.0015, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    kl = torch.tensor([[1.0, 2, 10, 3, 4, 5, 6, 7, 8, 9]], dtype=torch.float64)
+    mask = torch.ones(1, 10)
+    # Without a floor the positive group (cap 2) takes the digit and the 0.002 scaffold token.
+    no_floor = grouped_token_loss(kl, va, mask, high_group="positive")
+    assert no_floor.item() == pytest.approx(0.5 * (10 + 1) / 2 + 0.5 * (45 + 10 - 10 - 1) / 8)
+    floored = floor_va(va, 0.01)
+    assert floored.tolist() == [[0, 0, 7.0, 0, 0, 0, 0, 0, 0, 0]]
+    with_floor = grouped_token_loss(kl, floored, mask, high_group="positive")
+    assert with_floor.item() == pytest.approx(0.5 * 10 + 0.5 * (55 - 10) / 9)
+    assert torch.equal(floor_va(va, 0.0), va)  # floor 0 is the paper's VA unchanged
+    assert floor_va(va, 7.0).abs().sum() == 0  # values equal to the floor are zeroed too
+    with pytest.raises(ValueError, match="floor"):
+        floor_va(va, -1.0)

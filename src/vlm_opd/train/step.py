@@ -163,6 +163,8 @@ def distill_loss(ctx: StepContext, examples: list[Example], seed: int) -> tuple[
         va = A.visual_advantage(sig.logprobs_real.to(mask.device), sig.logprobs_degraded.to(mask.device), mask)
     else:
         va = torch.zeros_like(mask)
+    if need_va and cfg.va_opd.va_floor > 0:  # not the paper's: tiny VA counts as none
+        va = A.floor_va(va, cfg.va_opd.va_floor)
     keep = None
     if cfg.token_mask.which != "none":
         gen = torch.Generator().manual_seed(derive_seed(seed, "token_mask"))
