@@ -154,11 +154,12 @@ def distill_loss(ctx: StepContext, examples: list[Example], seed: int) -> tuple[
         raise ConfigError("va_opd.va_kind: teacher_shift needs a vision teacher (its degraded-image pass); "
                           f"teacher {ctx.teacher.name_or_path!r} is text-only")
     if shift:  # position-level VA from the teacher's two full distributions (not the paper's Eq. 2)
+        # On the teacher's device: only the [B, T] result moves, not the teacher's [V, H] lm_head.
+        t_dev = sig.hidden_real.device
         with torch.no_grad():
-            va = A.teacher_shift_va(sig.hidden_real.to(mask.device), sig.hidden_degraded.to(mask.device),
-                                    sig.lm_head_weight.to(mask.device), mask,
+            va = A.teacher_shift_va(sig.hidden_real, sig.hidden_degraded, sig.lm_head_weight, mask.to(t_dev),
                                     divergence=cfg.va_opd.shift_divergence, chunk_size=cfg.loss.chunk_size)
-        va = va.to(mask.dtype)
+        va = va.to(device=mask.device, dtype=mask.dtype)
     elif need_va:
         va = A.visual_advantage(sig.logprobs_real.to(mask.device), sig.logprobs_degraded.to(mask.device), mask)
     else:
