@@ -28,7 +28,7 @@ def _ref_shift(h_real, h_deg, weight, mask, divergence):
 
 
 @pytest.mark.parametrize("divergence", ["kl_real_degraded", "kl_degraded_real", "jsd"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
 def test_teacher_shift_matches_float64_reference(divergence, dtype):
     g = torch.Generator().manual_seed(0)
     b, t, h, v = 3, 7, 16, 50
@@ -38,7 +38,7 @@ def test_teacher_shift_matches_float64_reference(divergence, dtype):
     mask = (torch.arange(t) < torch.tensor([[7], [3], [0]])).float()
     h_deg_garbage = h_deg.masked_fill(~mask.bool().unsqueeze(-1), float("nan"))  # padding is ignored
     got = teacher_shift_va(h_real, h_deg_garbage, weight, mask, divergence=divergence, chunk_size=4)
-    ref = _ref_shift(h_real, h_deg, weight, mask, divergence)
+    ref = _ref_shift(h_real, h_deg, weight, mask, divergence)  # from the same (bf16-rounded) values
     assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     tol = 1e-10 if dtype == torch.float64 else 2e-5
     torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol)
