@@ -211,7 +211,7 @@ class VAOPDConfig:
 class TokenMaskConfig:
     which: str = _f("none", "mask ablation (paper Section 2.2): drop the KL of the top | bottom | random "
                     "fraction of tokens by VA, or none; ties among equal VA (most tokens have VA = 0) are broken "
-                    "at random, seeded per step")
+                    "at random, seeded per step (what the Section 2.2 comparison needs: README, VA variants)")
     frac: float = _f(0.1, "fraction of each rollout's tokens whose KL is dropped")
 
     def validate(self, prefix: str) -> None:
