@@ -4,11 +4,12 @@ digits, correctly read digits and everything else, under a trained teacher.
 Completions are written, not sampled, so that every kind of token is present in known numbers: for
 each held-out image of the demo task, the reference chain ("The bars show 7 and 4. 7 + 4 = 11. ...")
 and the chain of a student who misread the first value ("The bars show 3 and 4. 3 + 4 = 7. ..."),
-i.e. a wrong digit followed by arithmetic consistent with it. ("after_misread": the tokens following the wrong digit that are not read off the image.) The teacher
-scores both under the real
-and the pixelated image; for each token kind we report the mean of the paper's sampled-token VA and of
-each teacher_shift candidate, the share of the total mass on the digits read off the image, and how
-often a misread digit makes the paper's top-20% group (p_v = 0.2, per rollout).
+i.e. a wrong digit followed by arithmetic consistent with it ("after_misread": the tokens after the
+wrong digit that are not read off the image). The teacher scores both under the real and the pixelated
+image; for each token kind we report the mean of the paper's sampled-token VA and of each teacher_shift
+candidate, the share of the total mass on the digits read off the image, how often a misread digit makes
+the paper's top-20% group (p_v = 0.2, per rollout), the share of non-digit tokens with VA > 0, and what
+the `high_group: positive` group holds with and without `va_floor: 0.01`.
 
 Needs a trained demo teacher (`--teacher DIR`: a `vlm-opd demo` run's models/teacher, the cache's
 demo-teacher-*/model, or `vlm-opd train configs/demo/teacher_sft.yaml`'s final/). CPU, ~20 s.
