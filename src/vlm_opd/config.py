@@ -95,8 +95,10 @@ class DataConfig:
     system_prompt: str | None = _f(None, "system message prepended to every prompt")
     field_map: dict[str, str] = _f(factory=dict, help="rename dataset columns: {problem: question, ...}")
     synthetic: dict[str, Any] = _f(factory=dict, help="knobs of the built-in task for synthetic:N (num_values, "
-                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew; see "
-                                   "vlm_opd.data.synthetic.SynthConfig)")
+                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew, "
+                                   "shortcut (P(the question's hint is the answer) on the train split: a language "
+                                   "shortcut), shortcut_eval (the same on the eval split, default 0: the shortcut "
+                                   "fails there); see vlm_opd.data.synthetic.SynthConfig)")
 
     def validate(self, prefix: str) -> None:
         for key in ("limit", "eval_limit"):
@@ -171,6 +173,21 @@ class VAOPDConfig:
         None, "run the teacher's real- and degraded-image passes as one batch of 2B rows (true) or as two "
         "forwards (false); null: batched on an accelerator, two forwards on CPU (no faster batched there in "
         "benchmarks/step_time.py, and half the activation memory)")
+    va_kind: str = _f("sampled", "how VA is scored wherever training uses it (VA-OPD and token_mask): sampled "
+                      "(the paper's Eq. 2: max(log p_T(y_t | image) - log p_T(y_t | degraded), 0) of the sampled "
+                      "token) | teacher_shift (not the paper's: a divergence between the teacher's full next-token "
+                      "distributions with the real and the degraded image at each position, see shift_divergence; a "
+                      "misread digit keeps its high score). Eval's mean VA always uses the paper's definition")
+    shift_divergence: str = _f("kl_real_degraded", "divergence for va_kind=teacher_shift: kl_real_degraded "
+                               "KL(p_real || p_degraded) | kl_degraded_real KL(p_degraded || p_real) | jsd "
+                               "(chosen default and measurements: README, VA variants)")
+    va_floor: float = _f(0.0, "VA values <= this are set to 0 before the rollout weights, the groups, the token "
+                         "mask and the training VA diagnostics (0: the paper). Not the paper's: on the demo teacher 68% "
+                         "of scaffold tokens get sampled VA in (0, 0.002] and every position a positive teacher_shift "
+                         "VA, so high_group=positive alone still admits them; 0.01 keeps the read-off digits (VA ~7)")
+    high_group: str = _f("fixed", "high-VA group of Eq. 5: fixed (the paper: the top ceil(top_frac x n) tokens, "
+                         "filled up with VA = 0 tokens when fewer have VA > 0) | positive (not the paper's: at most "
+                         "ceil(top_frac x n) tokens, all with VA > 0; an empty group's weight goes to the other)")
 
     def validate(self, prefix: str) -> None:
         _check(self.tau > 0, f"{prefix}.tau", f"must be > 0, got {self.tau}")
@@ -180,12 +197,21 @@ class VAOPDConfig:
                f"expected one of {', '.join(DEGRADATIONS)}, got {self.degrade!r}")
         _check(0 < self.pixelate_ratio <= 1, f"{prefix}.pixelate_ratio",
                f"must be in (0, 1], got {self.pixelate_ratio}")
+        _check(self.va_kind in ("sampled", "teacher_shift"), f"{prefix}.va_kind",
+               _choice_msg(self.va_kind, ("sampled", "teacher_shift")))
+        _check(self.shift_divergence in ("kl_real_degraded", "kl_degraded_real", "jsd"), f"{prefix}.shift_divergence",
+               _choice_msg(self.shift_divergence, ("kl_real_degraded", "kl_degraded_real", "jsd")))
+        _check(self.va_floor >= 0 and math.isfinite(self.va_floor), f"{prefix}.va_floor",
+               f"must be a finite number >= 0, got {self.va_floor}")
+        _check(self.high_group in ("fixed", "positive"), f"{prefix}.high_group",
+               _choice_msg(self.high_group, ("fixed", "positive")))
 
 
 @dataclass
 class TokenMaskConfig:
     which: str = _f("none", "mask ablation (paper Section 2.2): drop the KL of the top | bottom | random "
-                    "fraction of tokens by VA, or none")
+                    "fraction of tokens by VA, or none; ties among equal VA (most tokens have VA = 0) are broken "
+                    "at random, seeded per step (what the Section 2.2 comparison needs: README, VA variants)")
     frac: float = _f(0.1, "fraction of each rollout's tokens whose KL is dropped")
 
     def validate(self, prefix: str) -> None:
