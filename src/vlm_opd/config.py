@@ -99,8 +99,10 @@ class DataConfig:
     system_prompt: str | None = _f(None, "system message prepended to every prompt")
     field_map: dict[str, str] = _f(factory=dict, help="rename dataset columns: {problem: question, ...}")
     synthetic: dict[str, Any] = _f(factory=dict, help="knobs of the built-in task for synthetic:N (num_values, "
-                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew; see "
-                                   "vlm_opd.data.synthetic.SynthConfig)")
+                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew, "
+                                   "shortcut (P(the question's hint is the answer) on the train split: a language "
+                                   "shortcut), shortcut_eval (the same on the eval split, default 0: the shortcut "
+                                   "fails there); see vlm_opd.data.synthetic.SynthConfig)")
 
     def validate(self, prefix: str) -> None:
         for key in ("limit", "eval_limit", "max_prompt_tokens"):
@@ -175,6 +177,21 @@ class VAOPDConfig:
         None, "run the teacher's real- and degraded-image passes as one batch of 2B rows (true) or as two "
         "forwards (false); null: batched on an accelerator, two forwards on CPU (no faster batched there in "
         "benchmarks/step_time.py, and half the activation memory)")
+    va_kind: str = _f("sampled", "how VA is scored wherever training uses it (VA-OPD and token_mask): sampled "
+                      "(the paper's Eq. 2: max(log p_T(y_t | image) - log p_T(y_t | degraded), 0) of the sampled "
+                      "token) | teacher_shift (not the paper's: a divergence between the teacher's full next-token "
+                      "distributions with the real and the degraded image at each position, see shift_divergence; a "
+                      "misread digit keeps its high score). Eval's mean VA always uses the paper's definition")
+    shift_divergence: str = _f("kl_real_degraded", "divergence for va_kind=teacher_shift: kl_real_degraded "
+                               "KL(p_real || p_degraded) | kl_degraded_real KL(p_degraded || p_real) | jsd "
+                               "(chosen default and measurements: README, VA variants)")
+    va_floor: float = _f(0.0, "VA values <= this are set to 0 before the rollout weights, the groups, the token "
+                         "mask and the training VA diagnostics (0: the paper). Not the paper's: on the demo teacher 68% "
+                         "of scaffold tokens get sampled VA in (0, 0.002] and every position a positive teacher_shift "
+                         "VA, so high_group=positive alone still admits them; 0.01 keeps the read-off digits (VA ~7)")
+    high_group: str = _f("fixed", "high-VA group of Eq. 5: fixed (the paper: the top ceil(top_frac x n) tokens, "
+                         "filled up with VA = 0 tokens when fewer have VA > 0) | positive (not the paper's: at most "
+                         "ceil(top_frac x n) tokens, all with VA > 0; an empty group's weight goes to the other)")
 
     def validate(self, prefix: str) -> None:
         _check(self.tau > 0, f"{prefix}.tau", f"must be > 0, got {self.tau}")
@@ -185,12 +202,21 @@ class VAOPDConfig:
         # Ratio 1 gives back the real image: VA would be 0 on every token and VA-OPD would have no signal.
         _check(0 < self.pixelate_ratio < 1, f"{prefix}.pixelate_ratio",
                f"must be in (0, 1) (1 leaves the image unchanged, so VA is 0 everywhere), got {self.pixelate_ratio}")
+        _check(self.va_kind in ("sampled", "teacher_shift"), f"{prefix}.va_kind",
+               _choice_msg(self.va_kind, ("sampled", "teacher_shift")))
+        _check(self.shift_divergence in ("kl_real_degraded", "kl_degraded_real", "jsd"), f"{prefix}.shift_divergence",
+               _choice_msg(self.shift_divergence, ("kl_real_degraded", "kl_degraded_real", "jsd")))
+        _check(self.va_floor >= 0 and math.isfinite(self.va_floor), f"{prefix}.va_floor",
+               f"must be a finite number >= 0, got {self.va_floor}")
+        _check(self.high_group in ("fixed", "positive"), f"{prefix}.high_group",
+               _choice_msg(self.high_group, ("fixed", "positive")))
 
 
 @dataclass
 class TokenMaskConfig:
     which: str = _f("none", "mask ablation (paper Section 2.2): drop the KL of the top | bottom | random "
-                    "fraction of tokens by VA, or none")
+                    "fraction of tokens by VA, or none; ties among equal VA (most tokens have VA = 0) are broken "
+                    "at random, seeded per step (what the Section 2.2 comparison needs: README, VA variants)")
     frac: float = _f(0.1, "fraction of each rollout's tokens whose KL is dropped")
 
     def validate(self, prefix: str) -> None:
@@ -280,6 +306,10 @@ class EvalConfig:
     measure_va: bool = _f(True, "also score eval rollouts under the teacher (real vs degraded) to log mean VA")
     stop_at_accuracy: float | None = _f(None, "stop training at the first periodic eval whose accuracy reaches "
                                         "this value; the final model is that step's (e.g. a partial cold start)")
+    best_metric: str | None = _f("eval/accuracy", "eval metric that picks the best checkpoint, kept besides the "
+                                 "last keep_last and named in <output_dir>/best.json: eval/accuracy | eval/mean_va | "
+                                 "eval/top10_va_share | eval/completion_len; null: keep no best checkpoint")
+    best_mode: str = _f("max", "max | min: whether a larger or a smaller best_metric is better")
 
     def validate(self, prefix: str) -> None:
         _check(self.every >= 0, f"{prefix}.every", f"must be >= 0, got {self.every}")
@@ -289,6 +319,11 @@ class EvalConfig:
                f"must be in (0, 1] or null, got {self.stop_at_accuracy}")
         _check(self.stop_at_accuracy is None or self.every > 0, f"{prefix}.stop_at_accuracy",
                "needs periodic evaluation (eval.every > 0)")
+        from vlm_opd.train.best import EVAL_METRICS
+
+        _check(self.best_metric is None or self.best_metric in EVAL_METRICS, f"{prefix}.best_metric",
+               _choice_msg(self.best_metric, EVAL_METRICS) + " or null")
+        _check(self.best_mode in ("max", "min"), f"{prefix}.best_mode", f"expected max|min, got {self.best_mode!r}")
 
 
 @dataclass
@@ -317,7 +352,8 @@ class TrainConfig:
     grad_accum: int = _f(1, "micro-batches per optimizer step (prompts_per_step is split across them)")
     mixed_precision: str = _f("auto", "auto (bf16 on GPU, none on CPU) | no | bf16 | fp16")
     checkpoint_every: int = _f(0, "save a checkpoint every N steps (0: only at the end)")
-    keep_last: int = _f(2, "number of step checkpoints kept")
+    keep_last: int = _f(2, "number of step checkpoints kept (the newest ones; the best one by eval.best_metric "
+                        "is kept besides them)")
     resume: str | None = _f(None, "latest (newest intact checkpoint of this run in output_dir; a damaged one is "
                             "reported and skipped), a checkpoint path of this run, or null. Keys that change what "
                             "the run means (method, models, data, seed, steps, optim, ...) cannot change on resume")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 RUN_FILE = "eval_run.json"  # identity of the model and generation settings behind an --out directory
+DEFAULT_MAX_NEW_TOKENS = 1024  # for models that are not training runs of this project
 FIXTURE_MARKER = "VLM_OPD_FIXTURES"
 
 
@@ -35,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     p.add_argument("--greedy", action="store_true", help="also report greedy pass@1")
-    p.add_argument("--max-new-tokens", type=int, default=1024, help="completion length cap")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="completion length cap (default: what the training run generated with when MODEL is a run, "
+                        "final/ or checkpoint of this project: rollout.max_new_tokens, or sft.max_length for "
+                        f"sft/kd; else {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--limit", type=int, default=None, help="only the first N items of each benchmark")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (x k rows); the "
                                                              "cache is flushed after each batch")
@@ -45,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the eval files in --out (results.json, report.md, cache/, judge_cache.jsonl, "
                         f"{RUN_FILE}) even if they belong to another model or setting, or are not an eval's")
-    p.add_argument("--judge-url", help="OpenAI-compatible API for the MathVista/MathVerse LLM judge")
+    p.add_argument("--judge-url", help="OpenAI-compatible API for the LLM step (extraction / judgement) of the benchmarks "
+                                       "whose official protocol has one; without it an offline rule stands in and "
+                                       "those numbers are marked not comparable")
     p.add_argument("--judge-model", help="judge model name (e.g. gpt-4o-2024-08-06)")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the judge API key ('none': send no key)")
@@ -62,6 +68,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-fixtures", metavar="DIR", default=None,
                    help="write tiny copies of every benchmark (official schemas) to DIR for a smoke test; "
                         "without --model, stop there")
+    p.add_argument("--lenient", action="store_true",
+                   help="score multiple-choice items with the NON-official lenient parser (MMMU rule plus lowercase "
+                        "letters, markdown, 'X)' labels, option text) instead of each benchmark's official rule; "
+                        "such numbers are tagged 'lenient' and marked not comparable with the papers")
+    p.add_argument("--all-checkpoints", action="store_true",
+                   help="MODEL is a training output directory: evaluate every kept checkpoint and final/, each into "
+                        "OUT/<step-N|final>/, and report the best by --select-by (OUT/checkpoints.md)")
+    p.add_argument("--select-by", default="mean",
+                   help="with --all-checkpoints: mean (of all benchmarks' headline scores), a group average (Math, "
+                        "Visual, VOLD) or a benchmark name; selected in the first decoding mode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -217,6 +233,19 @@ def _table(report: str) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
+def generation_length(args: argparse.Namespace, source) -> tuple[int, str]:
+    """The completion length cap and where it came from: --max-new-tokens, else the training run's own
+    generation length (`generate.trained_generation_length`), else DEFAULT_MAX_NEW_TOKENS."""
+    from vlm_opd.eval.generate import trained_generation_length
+
+    if args.max_new_tokens is not None:
+        return args.max_new_tokens, "--max-new-tokens"
+    trained = trained_generation_length(source.run_config)
+    if trained is not None:
+        return trained
+    return DEFAULT_MAX_NEW_TOKENS, "default (the model is not a training run of this project)"
+
+
 def run(args: argparse.Namespace) -> int:
     from vlm_opd.errors import ConfigError
 
@@ -241,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--temperature must be > 0 for sampled avg@k, got {args.temperature}; use --greedy")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
@@ -252,38 +281,51 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"--data-dir {args.data_dir} is not a directory")
 
-    from vlm_opd.eval import JudgeConfig, evaluate, render_markdown
-    from vlm_opd.eval.generate import load_eval_model, make_generate_fn, resolve_model
+    from vlm_opd.eval import JudgeConfig
+    from vlm_opd.eval.generate import resolve_model
 
-    source = resolve_model(args.model, base_model=args.base_model)
     specs = expand_benchmarks(args.benchmarks, args.data_dir)
     judge = None
     if args.judge_url:
         key_env = None if args.judge_key_env.lower() == "none" else args.judge_key_env
         judge = JudgeConfig(url=args.judge_url, model=args.judge_model, api_key_env=key_env)
-    # A model is evaluated with the system prompt it was trained with, unless told otherwise.
-    run_prompt = ((source.run_config or {}).get("data") or {}).get("system_prompt")
-    if args.system_prompt is None and run_prompt:
-        args.system_prompt = run_prompt
-        print(f"using the run's data.system_prompt={run_prompt!r} (--system-prompt '' for none)", file=sys.stderr)
-    system_prompt = args.system_prompt or None
+    if args.all_checkpoints:
+        return _run_all_checkpoints(args, specs, judge)
+    source = resolve_model(args.model, base_model=args.base_model)
     out = Path(args.out) if args.out else _default_out(source)
+    _evaluate_source(args, source, specs, judge, out)
+    return 0
+
+
+def _evaluate_source(args: argparse.Namespace, source, specs: list[str], judge, out: Path) -> dict:
+    """Evaluate one resolved model into `out`; print the table; return the results."""
+    # A model is evaluated with the system prompt it was trained with, unless told otherwise.
+    system_prompt = args.system_prompt
+    run_prompt = ((source.run_config or {}).get("data") or {}).get("system_prompt")
+    if system_prompt is None and run_prompt:
+        system_prompt = run_prompt
+        print(f"using the run's data.system_prompt={run_prompt!r} (--system-prompt '' for none)", file=sys.stderr)
+    system_prompt = system_prompt or None
+    # ... and with the completion length it was trained to produce.
+    max_new_tokens, length_source = generation_length(args, source)
+    print(f"max_new_tokens={max_new_tokens} ({length_source})", file=sys.stderr)
     from vlm_opd.train.run_dir import DirLock, check_dir_path
 
     check_dir_path(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
-    with DirLock(out, "--out"):  # one eval per --out at a time, for the whole run
+    with DirLock(out, "--out"):  # one eval per --out at a time, for the whole eval
         _claim_out(out, args.overwrite)
-        return _run_into(args, source, specs, judge, system_prompt, out)
+        return _evaluate_into(args, source, specs, judge, out, system_prompt, max_new_tokens, length_source)
 
 
-def _run_into(args: argparse.Namespace, source, specs: list[str], judge, system_prompt: str | None, out: Path) -> int:
+def _evaluate_into(args: argparse.Namespace, source, specs: list[str], judge, out: Path, system_prompt: str | None,
+                   max_new_tokens: int, length_source: str) -> dict:
     from vlm_opd.eval import evaluate, render_markdown
     from vlm_opd.eval.generate import load_eval_model, make_generate_fn
 
     _check_run_identity(out, {
         "model": source.description, "weights_fingerprint": source.fingerprint(), "dtype": args.dtype,
-        "max_new_tokens": args.max_new_tokens, "top_p": args.top_p, "system_prompt": system_prompt,
+        "max_new_tokens": max_new_tokens, "top_p": args.top_p, "system_prompt": system_prompt,
     })
     print(f"evaluating {source.description} on {len(specs)} benchmark(s); results in {out}", file=sys.stderr)
 
@@ -295,21 +337,78 @@ def _run_into(args: argparse.Namespace, source, specs: list[str], judge, system_
         if "fn" not in loaded:
             lm = load_eval_model(source, dtype=args.dtype, device=_device(args.device),
                                  attn_implementation=args.attn_implementation)
-            loaded["fn"] = make_generate_fn(lm, max_new_tokens=args.max_new_tokens, top_p=args.top_p,
+            loaded["fn"] = make_generate_fn(lm, max_new_tokens=max_new_tokens, top_p=args.top_p,
                                             batch_prompts=args.batch_size, system_prompt=system_prompt)
         return loaded["fn"](examples, k, temperature, greedy, seed)
 
+    model_info = {"model": source.description, "max_new_tokens": max_new_tokens,
+                  "max_new_tokens_source": length_source, "top_p": args.top_p, "system_prompt": system_prompt}
     results = evaluate(specs, generate_fn, k=args.k, temperature=args.temperature, greedy_pass1=args.greedy,
                        batch_size=args.batch_size, out_dir=out, limit=args.limit, judge=judge,
-                       progress=not args.no_progress, seed=args.seed)
+                       progress=not args.no_progress, seed=args.seed, lenient=args.lenient, model_info=model_info)
     print(_table(render_markdown(results)))
     if "fn" in loaded:
         st = loaded["fn"].stats
         rate = st["tokens"] / st["seconds"] if st["seconds"] > 0 else 0.0
         print(f"generated {st['completions']} completions ({st['prompts']} prompts) in {st['seconds']:.1f} s "
-              f"({st['tokens']} tokens, {rate:.0f} tokens/s); {st['unfinished']} hit --max-new-tokens "
-              f"{args.max_new_tokens} unfinished")
+              f"({st['tokens']} tokens, {rate:.0f} tokens/s); {st['unfinished']} hit max_new_tokens "
+              f"{max_new_tokens} unfinished")
     else:
         print("all completions came from the cache (nothing generated)")
     print(f"results: {out / 'results.json'}\nreport: {out / 'report.md'}")
+    if loaded:  # release the model before the next checkpoint of --all-checkpoints is loaded
+        loaded.clear()
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return results
+
+
+def _run_all_checkpoints(args: argparse.Namespace, specs: list[str], judge) -> int:
+    """--all-checkpoints: every kept checkpoint and final/ of a run, then the table and the best."""
+    from vlm_opd.eval.benchmarks import get_benchmark
+    from vlm_opd.eval.checkpoints import (
+        SELECTION_NOTE,
+        check_select_by,
+        checkpoint_rows,
+        render_checkpoints,
+        run_checkpoints,
+        select_best,
+    )
+    from vlm_opd.eval.generate import resolve_model
+    from vlm_opd.eval.io import atomic_write_json, atomic_write_text
+    from vlm_opd.train.best import read_best
+
+    keys = []
+    for spec in specs:
+        bench = get_benchmark(spec)
+        keys.append(bench.title if bench.name == "local" else bench.name)
+    check_select_by(args.select_by, keys)
+    run_dir, entries = run_checkpoints(args.model)
+    out = Path(args.out) if args.out else Path("eval_results") / (re.sub(r"[^A-Za-z0-9_.-]+", "_", run_dir.name)
+                                                                  + "-checkpoints")
+    print(f"evaluating {len(entries)} checkpoint(s) of {run_dir}: {', '.join(e[0] for e in entries)}",
+          file=sys.stderr)
+    evaluated = []
+    for label, path, step in entries:
+        print(f"\n== {label}", file=sys.stderr)
+        source = resolve_model(path, base_model=args.base_model)
+        results = _evaluate_source(args, source, specs, judge, out / label)
+        evaluated.append({"label": label, "path": path, "step": step, "out": out / label, "results": results})
+    rows, mode = checkpoint_rows(evaluated, args.select_by)
+    best = select_best(rows)
+    training_best = read_best(run_dir)
+    text = render_checkpoints(rows, evaluated[0]["results"], args.select_by, mode, best, training_best)
+
+    atomic_write_json(out / "checkpoints.json", {
+        "run": str(run_dir), "mode": mode, "select_by": args.select_by, "checkpoints": rows,
+        "best": None if best is None else rows[best], "training_best": training_best, "note": SELECTION_NOTE,
+    })
+    atomic_write_text(out / "checkpoints.md", text)
+    print("\n" + text)
+    print(f"checkpoints: {out / 'checkpoints.json'}\ntable: {out / 'checkpoints.md'}")
     return 0

@@ -133,6 +133,26 @@ class ModelSource:
         return h.hexdigest()[:16]
 
 
+def trained_generation_length(run_config: dict[str, Any] | None) -> tuple[int, str] | None:
+    """The completion length a training run's student was trained to produce, and the key it came from.
+
+    Methods that sample the student (opd, va_opd, grpo, papo, vold): `rollout.max_new_tokens`. SFT / KD
+    train on targets of up to `sft.max_length` tokens. None when there is no run config (a plain model
+    directory or a hub name) or it names neither.
+    """
+    if not run_config:
+        return None
+    method = run_config.get("method")
+    if method in ("sft", "kd"):
+        section, key = "sft", "max_length"
+    else:
+        section, key = "rollout", "max_new_tokens"
+    value = (run_config.get(section) or {}).get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value, f"{section}.{key} of the training run (method {method})"
+
+
 def _read_run_config(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None

@@ -1,7 +1,10 @@
 """Optional LLM judge: an OpenAI-compatible chat-completions endpoint, called with `urllib`.
 
-MathVista and MathVerse officially read answers with an LLM (GPT-4 / GPT-4o) instead of rules. With a
-`JudgeConfig` the evaluation does the same; without one (the default) their rule scorers are used. Every
+MathVista, MathVerse and LogicVista officially read answers with an LLM (GPT-4 / GPT-4o) before their
+rule scorers (MathVerse also judges with it), and HallusionBench has GPT-4 judge every answer. With a
+`JudgeConfig` the evaluation sends the official prompts (each benchmark's module holds its own) and scores
+the replies with the official rules; without one (the default) a documented offline rule stands in and
+the items are tagged "offline-rule". Every
 judged result records `rule = "judge:<model>"`. Replies are memoised in a JSONL file keyed by model and
 prompt, so a resumed evaluation never pays for the same call twice.
 """
@@ -155,49 +158,3 @@ class Judge:
             f"judge {cfg.model} at {cfg.endpoint} failed after {cfg.max_retries + 1} attempt(s): {last_error}. "
             "Generated completions are cached; rerun the same command to resume."
         )
-
-
-# ----------------------------------------------------------------- prompts (written for this project)
-
-MATHVISTA_EXTRACT_PROMPT = """You read a model's response to a visual math question and copy out its final answer.
-Reply with the answer only: an option's text or letter for multiple choice, a bare number for numeric
-questions (no units), a Python list such as [1, 2] for list answers. If the response gives no answer,
-reply with nothing.
-
-Question: What is the value of x in the figure?
-Model response: The two angles are supplementary, so x = 180 - 65 = 115. The answer is 115 degrees.
-Extracted answer: 115
-
-Question: Which option is correct?
-Choices: (A) larger than (B) equal to (C) smaller than
-Model response: Comparing the slopes at both points, they are the same, so the answer is (B) equal to.
-Extracted answer: B
-
-Question: Between which two years is the maximum? Answer with a Python list.
-Model response: The peak lies between 2007 and 2008.
-Extracted answer: [2007, 2008]
-
-{query}
-Model response: {response}
-Extracted answer:"""
-
-MATHVERSE_EXTRACT_PROMPT = """Copy out the final answer of the model response below. Reply with the answer only
-(an option letter, a number, an expression or an interval as written); reply "null" if there is no answer.
-
-Model response: 'Hence the perimeter is approximately 22.3 meters.'
-Extracted answer: 22.3
-
-Model response: 'So the intersection points give the solutions, which is option D.'
-Extracted answer: D
-
-Model response: '{response}'
-Extracted answer:"""
-
-MATHVERSE_SCORE_PROMPT = """Decide whether a model's extracted answer matches the standard answer of a math question.
-For multiple choice the chosen option must be the standard one. For other questions the answers match if they
-have the same meaning (for example 0.5 m and 50 cm). Reply with a single digit: 1 if they match, 0 if not.
-
-[Question]: {question}
-[Standard Answer]: {answer}
-[Model Answer]: {extraction}
-Judgement:"""

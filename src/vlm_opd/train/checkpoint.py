@@ -205,9 +205,15 @@ def resolve_resume(resume: str | None, output_dir: str | Path, run_id: str | Non
 
 
 def prune_checkpoints(output_dir: str | Path, keep_last: int, run_id: str | None = None) -> None:
+    """Delete all but the newest `keep_last` complete checkpoints of run `run_id` (all runs' when None),
+    never the best one (best.json)."""
+    from vlm_opd.train.best import protected_steps
+
+    keep = protected_steps(output_dir)
     ckpts = list_checkpoints(output_dir, run_id=run_id)
-    for _, path in ckpts[:-keep_last] if keep_last > 0 else ckpts:
-        shutil.rmtree(path, ignore_errors=True)
+    for step, path in ckpts[:-keep_last] if keep_last > 0 else ckpts:
+        if step not in keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def rng_state() -> dict[str, Any]:

@@ -36,7 +36,7 @@ HISTORY_FILE = "history.jsonl"
 
 # What a run writes into its output_dir; `overwrite: true` removes exactly these (other files are left).
 RUN_ARTIFACTS = ("checkpoints", "final", "metrics.jsonl", "config.yaml", RUN_FILE, HISTORY_FILE,
-                 "trainer_state.json", "samples.jsonl", "skipped_rows.jsonl")
+                 "trainer_state.json", "samples.jsonl", "skipped_rows.jsonl", "best.json")
 
 # Keys that may change when a run is resumed: they decide how the run is observed, saved or placed on
 # hardware, not what it computes. Every other key (method, models, data, seed, schedule length,

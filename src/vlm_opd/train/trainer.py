@@ -26,6 +26,7 @@ from vlm_opd.config import TrainConfig, config_to_dict, stage_configs
 from vlm_opd.errors import ConfigError, NumericsError
 from vlm_opd.io_utils import atomic_write_dir, atomic_write_json, atomic_write_text
 from vlm_opd.train import checkpoint as ckpt
+from vlm_opd.train.best import VA_METRICS, BestTracker
 from vlm_opd.train.data import local_batch, total_steps
 from vlm_opd.train.metrics import MetricsLogger
 from vlm_opd.train.schedule import make_scheduler
@@ -271,6 +272,10 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         teacher = _load(cfg.teacher, device)
         _freeze(teacher)
         check_compatible(teacher, student)
+    if cfg.eval.best_metric in VA_METRICS and eval_examples and not (
+            cfg.eval.measure_va and teacher is not None and teacher.is_vision):
+        raise ConfigError(f"eval.best_metric: {cfg.eval.best_metric} is only measured with a vision teacher and "
+                          "eval.measure_va=true; pick eval/accuracy or set eval.best_metric=null")
     reference = None
     if cfg.method in ("grpo", "papo", "vold") and cfg.grpo.kl_coef > 0:
         reference = _load(cfg.student, device)
@@ -330,11 +335,15 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     def save(step: int) -> Path:
         return _save_checkpoint(accelerator, out_dir, step, {**state, "step": step}, cfg.keep_last, claim.run_id)
 
+    # The best checkpoint by eval.best_metric (train/best.py): saved when an eval improves on it.
+    best = BestTracker(out_dir, cfg.eval.best_metric if eval_examples else None, cfg.eval.best_mode,
+                       start_step=start_step, is_main=is_main)
+
     if start_step == 0 and eval_examples and cfg.eval.every > 0:
         _log_eval(ctx, eval_examples, 0, state["wall_s"], metrics, accelerator)
 
     last_saved = resume_from
-    stopped_at = None
+    stopped_at, stop_result = None, None
     bar = _progress(progress and is_main)
     t_origin = time.time() - state["wall_s"]
     with _signal_flag() as received, bar as prog:
@@ -437,16 +446,20 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                 with open(out_dir / "samples.jsonl", "a", encoding="utf-8") as fh:
                     for row in ctx.last_samples:
                         fh.write(json.dumps({"step": done, **row}) + "\n")
+            is_best = False
             if eval_examples and cfg.eval.every > 0 and done % cfg.eval.every == 0 and done != n_steps:
                 result = _log_eval(ctx, eval_examples, done, state["wall_s"], metrics, accelerator)
                 if cfg.eval.stop_at_accuracy is not None:
                     # Decided on the main process (it evaluates), shared so every process stops together.
                     hit = float(result.get("accuracy", 0.0) >= cfg.eval.stop_at_accuracy)
                     if accelerator.reduce(torch.tensor(hit, device=device), reduction="sum").item() > 0:
-                        stopped_at = done
+                        stopped_at, stop_result = done, result
                         break
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != n_steps:
+                is_best = _shared_flag(accelerator, best.improves(result, done))
+            if is_best or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != n_steps):
                 last_saved = save(done)
+            if is_best:
+                _commit_best(best, result, done, last_saved, cfg.keep_last, is_main, claim.run_id)
             if prog:
                 prog.update(task, advance=1, description=f"{cfg.run_name or cfg.method} loss={loss_global:.4f}")
             if received:
@@ -460,13 +473,17 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         if is_main:
             print(f"stopped at step {stopped_at}: eval accuracy reached eval.stop_at_accuracy="
                   f"{cfg.eval.stop_at_accuracy}", file=sys.stderr)
-    elif eval_examples:
-        _log_eval(ctx, eval_examples, n_steps, state["wall_s"], metrics, accelerator)
+    final_result = stop_result if stopped_at is not None else None
+    if stopped_at is None and eval_examples:
+        final_result = _log_eval(ctx, eval_examples, n_steps, state["wall_s"], metrics, accelerator)
+    final_is_best = final_result is not None and _shared_flag(accelerator, best.improves(final_result, n_steps))
     final_dir = out_dir / "final"
     accelerator.wait_for_everyone()
     if is_main:
         save_model_dir(student, accelerator.unwrap_model(model), final_dir)
         atomic_write_json(out_dir / "trainer_state.json", {**state, "step": n_steps})
+        if final_is_best:
+            _commit_best(best, final_result, n_steps, final_dir, cfg.keep_last, is_main, claim.run_id)
     accelerator.wait_for_everyone()
     metrics.close()
     if cfg.trackers:
@@ -537,6 +554,24 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int, state: dict, keep_la
         extra={"run_id": run_id} if run_id else None,
         is_main=accelerator.is_main_process, barrier=accelerator.wait_for_everyone,
         write_main=lambda tmp: atomic_write_json(tmp / "trainer_state.json", state))
+
+
+def _shared_flag(accelerator, flag: bool) -> bool:
+    """A decision the main process took (it alone evaluates), shared so every process acts on it."""
+    if accelerator.num_processes == 1:
+        return bool(flag)
+    return accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum").item() > 0
+
+
+def _commit_best(best: BestTracker, result: dict, step: int, path: Path, keep_last: int, is_main: bool,
+                 run_id: str | None = None) -> None:
+    """Name `path` (complete on disk) the best checkpoint in best.json, then prune the previous best."""
+    if not is_main:
+        return
+    record = best.commit(step, best.value_of(result), path)
+    ckpt.prune_checkpoints(best.output_dir, keep_last, run_id=run_id)
+    print(f"best checkpoint so far: {record['checkpoint']} ({record['metric']}={record['value']:.4f})",
+          file=sys.stderr)
 
 
 def _log_eval(ctx: StepContext, eval_examples, step: int, wall_s: float, metrics, accelerator) -> dict:
