@@ -5,7 +5,6 @@ keys, re-logged skipped rows; and the judge warns before sending a key over plai
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
