@@ -283,6 +283,10 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         papo_mask=None,  # set per step (seeded) in the loop
         reward_fn=_reward_fn(cfg, get_reward),
     )
+    if cfg.rollout.backend == "vllm":  # colocated engine, given the student's weights now and after every step
+        from vlm_opd.rollout.vllm_backend import training_backend
+
+        ctx.rollout_backend = training_backend(cfg, unwrapped, nproc, train_examples + eval_examples)
     step_fn = STEP_FUNCTIONS[cfg.method]
     policy = cfg.method in POLICY_METHODS
     n_updates = cfg.grpo.ppo_epochs * cfg.grpo.mini_batches if policy else 1
@@ -369,6 +373,8 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 for key, value in update_diags.items():  # summed over applied updates, averaged below
                     step_diags[key] = step_diags.get(key, 0.0) + value
             step_diags = {key: value / max(applied, 1) for key, value in step_diags.items()}
+            if ctx.rollout_backend is not None and applied:
+                ctx.rollout_backend.update_weights(unwrapped)
             if policy:  # per-batch values: rewards, and the rollouts' tokens (not the per-update rows')
                 step_diags["tokens"] = 0.0
                 for b in batches:
