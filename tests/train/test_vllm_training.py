@@ -109,6 +109,17 @@ def test_training_with_vllm_rollouts_tracks_the_student_and_matches_hf_loss_scal
     assert evals and 0.0 <= evals[-1]["eval/accuracy"] <= 1.0
 
 
+def test_grpo_runs_with_vllm_rollouts(tmp_path, model_dirs, track_rollouts):
+    """The policy-gradient family samples through the same path (old log-probs stay the HF student's)."""
+    student, teacher = model_dirs
+    cfg = _cfg(tmp_path, "grpo", "vllm", student, teacher, steps=2)
+    result = trainer_mod.train(cfg, progress=False)
+    losses = [r["loss"] for r in read_metrics(result.metrics_path) if "loss" in r]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert [r["updates"] for r in track_rollouts] == [1, 2]
+    assert all(r["to_current"] < 1e-4 for r in track_rollouts)
+
+
 def test_multi_process_vllm_training_is_refused(tmp_path, model_dirs):
     from vlm_opd.errors import ConfigError
     from vlm_opd.rollout.vllm_backend import training_backend
