@@ -116,7 +116,9 @@ def test_engine_samples_from_the_new_weights_after_update(tmp_path, tiny_example
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.05)
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     backend.update_weights(model)
+    assert all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())  # the student is untouched
     new.model = model.merge_and_unload() if lora else model  # the HF reference of the new policy
     after = sample(new, tiny_examples, k=2, max_new_tokens=NEW, seed=0, backend=backend)
     ref_new = hf_sampler_logprobs(new, after)

@@ -72,23 +72,39 @@ def collapse_image_runs(ids: Sequence[int], image_token_id: int) -> list[int]:
 
 
 def student_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(checkpoint name, tensor) of the student's current weights, LoRA merged.
+    """(checkpoint name, tensor) of the student's current weights, LoRA merged out of place.
 
-    For a peft model the adapter must already be merged (`merge_adapter`, see `update_weights`);
-    this drops the wrapper prefixes (`base_model.model.`, `.base_layer`) and the adapter tensors, so
-    the names are the base model's checkpoint names. Same idea as TRL's `_move_model_to_vllm`
-    (huggingface/trl, trl/trainer/grpo_trainer.py).
+    For a peft model the names are the base model's (`.base_layer` dropped, adapter tensors skipped)
+    and each adapted weight is `W + delta` with peft's own `get_delta_weight`, computed in float32 and
+    cast back to W's dtype. The model is not modified: merging into the module and unmerging after
+    (TRL's `_move_model_to_vllm`, huggingface/trl trl/trainer/grpo_trainer.py) would round the base
+    weights twice per step in bf16 and let them drift over a run.
     """
-    peft = hasattr(model, "get_base_model") and hasattr(model, "merge_adapter")
-    base = model.get_base_model() if peft else model
+    if not (hasattr(model, "get_base_model") and hasattr(model, "peft_config")):
+        for name, param in model.named_parameters():
+            yield name, param.detach()
+        return
+    base = model.get_base_model()
+    deltas: dict[str, torch.Tensor] = {}
+    for mod_name, module in base.named_modules():
+        if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight") and hasattr(module, "lora_A"):
+            if getattr(module, "merged", False):
+                raise RuntimeError(f"VLLMBackend: LoRA layer {mod_name} is merged into its base weight; unmerge it")
+            active = [a for a in module.active_adapters if a in module.lora_A]
+            if active:
+                deltas[f"{mod_name}.weight"] = sum(module.get_delta_weight(a).float() for a in active)
     for name, param in base.named_parameters():
-        if peft:
-            if "lora_" in name:
-                continue
-            if ".modules_to_save." in name or ".original_module." in name:
-                raise NotImplementedError(f"VLLMBackend: LoRA modules_to_save ({name}) are not synced to vLLM")
-            name = name.replace(".base_layer", "")
-        yield name, param.detach()
+        if "lora_" in name:
+            continue
+        if ".modules_to_save." in name or ".original_module." in name:
+            raise NotImplementedError(f"VLLMBackend: LoRA modules_to_save ({name}) are not synced to vLLM")
+        name = name.replace(".base_layer", "")
+        weight = param.detach()
+        if name in deltas:
+            weight = (weight.float() + deltas.pop(name)).to(weight.dtype)
+        yield name, weight
+    if deltas:
+        raise RuntimeError(f"VLLMBackend: LoRA deltas without a base weight: {sorted(deltas)[:3]}")
 
 
 class VLLMBackend:
@@ -148,15 +164,6 @@ class VLLMBackend:
         # `training_backend`, so a resumed or LoRA-wrapped student is synced before its first rollout).
         self.pending_model: torch.nn.Module | None = None
 
-    @classmethod
-    def from_config(cls, rollout_cfg, model_path: str | Path, *, dtype: str = "auto", seed: int = 0) -> VLLMBackend:
-        """Build from a `RolloutConfig` (`rollout.vllm.*` keys)."""
-        v = rollout_cfg.vllm
-        return cls(model_path, dtype=dtype, gpu_memory_utilization=v.gpu_memory_utilization,
-                   max_model_len=v.max_model_len, tensor_parallel_size=v.tensor_parallel_size,
-                   kv_cache_memory_bytes=v.kv_cache_memory_bytes, enforce_eager=v.enforce_eager,
-                   sleep=v.sleep, seed=seed)
-
     # ---- engine lifecycle ----------------------------------------------------------------------
     @property
     def llm(self):
@@ -185,7 +192,7 @@ class VLLMBackend:
 
     @torch.no_grad()
     def update_weights(self, model: torch.nn.Module) -> None:
-        """Copy `model`'s current weights into the engine (LoRA merged first, unmerged after).
+        """Copy `model`'s current weights into the engine (a LoRA student's merged, see `student_weights`).
 
         Uses the worker's `reload_weights` (plain `load_weights` changes parameters that some
         backends have already re-packed, e.g. the CPU build's linear layers), then drops every cache
@@ -193,15 +200,9 @@ class VLLMBackend:
         multimodal processor cache.
         """
         self._wake()
-        peft = hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter")
-        if peft:
-            model.merge_adapter()
-        try:
-            weights = list(student_weights(model))
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-        finally:
-            if peft:
-                model.unmerge_adapter()
+        # A generator: a LoRA student's merged weights exist one layer at a time, never all at once
+        # (the engine runs in this process, so nothing is pickled).
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": student_weights(model)})
         # The worker dropped its encoder outputs; the scheduler must forget them too, or the next image
         # request is scheduled without its encoder run and fails ("Encoder cache miss").
         self.llm.llm_engine.reset_encoder_cache()
