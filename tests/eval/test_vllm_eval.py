@@ -58,6 +58,9 @@ def test_eval_backend_vllm_same_table_and_greedy_completions(setup, capsys):
     # Greedy decoding is deterministic: the engine must produce HF's completions exactly.
     hf, vl = _greedy(setup / "hf"), _greedy(setup / "vllm")
     assert hf.keys() == vl.keys() and hf == vl
+    # An --out written by one backend is not resumed by the other (its sampled completions differ).
+    assert main([*base, "--out", str(setup / "hf"), *FAST, *VLLM]) == 2
+    assert "differs in: backend" in capsys.readouterr().err
 
 
 def test_eval_backend_vllm_on_a_checkpoint_uses_its_weights(setup, tmp_path, capsys):

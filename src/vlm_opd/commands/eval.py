@@ -253,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
     _check_run_identity(out, {
         "model": source.description, "weights_fingerprint": source.fingerprint(), "dtype": args.dtype,
         "max_new_tokens": args.max_new_tokens, "top_p": args.top_p, "system_prompt": system_prompt,
+        # Recorded only for vLLM, so --out directories written before --backend existed still resume.
+        **({"backend": "vllm"} if args.backend == "vllm" else {}),
     })
     print(f"evaluating {source.description} on {len(specs)} benchmark(s); results in {out}", file=sys.stderr)
 
