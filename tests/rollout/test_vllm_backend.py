@@ -20,14 +20,9 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 require_vllm()
 
 from vlm_opd.rollout import sample  # noqa: E402
-from vlm_opd.rollout.vllm_backend import VLLMBackend, collapse_image_runs  # noqa: E402
+from vlm_opd.rollout.vllm_backend import VLLMBackend  # noqa: E402
 
 NEW = 12
-
-
-def test_collapse_image_runs():
-    assert collapse_image_runs([1, 9, 9, 9, 2, 9, 3, 9, 9], 9) == [1, 9, 2, 9, 3, 9]
-    assert collapse_image_runs([1, 2], 9) == [1, 2]
 
 
 @pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
