@@ -49,7 +49,9 @@ def test_video_processor_config_is_written_and_checked(tiny_qwen2vl_dir, tiny_qw
         shutil.copytree(src, d)
         with pytest.raises(ConfigError, match="video_preprocessor_config.json"):
             check_model_dir(d)
-        written = json.loads(write_video_processor_config(d).read_text())
+        check_model_dir(d, write_missing=True)  # what training and eval do
+        written = json.loads((d / "video_preprocessor_config.json").read_text())
+        assert write_video_processor_config(d) == d / "video_preprocessor_config.json"  # kept as is
         image = json.loads((d / "processor_config.json").read_text())["image_processor"]
         assert written["video_processor_type"] == cls
         assert written["patch_size"] == image["patch_size"] and written["image_mean"] == image["image_mean"]

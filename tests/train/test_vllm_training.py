@@ -120,6 +120,26 @@ def test_grpo_runs_with_vllm_rollouts(tmp_path, model_dirs, track_rollouts):
     assert all(r["to_current"] < 1e-4 for r in track_rollouts)
 
 
+def test_stages_each_get_an_engine_and_the_previous_one_is_closed(tmp_path, model_dirs, monkeypatch):
+    """SFT then OPD (stages:), both with rollout.backend=vllm: the second stage's engine starts from the
+    first stage's final weights, and the first stage's engine is shut down."""
+    from vlm_opd.rollout import vllm_backend
+
+    closed = []
+    real_close = vllm_backend.VLLMBackend.close
+    monkeypatch.setattr(vllm_backend.VLLMBackend, "close", lambda self: (closed.append(self._llm is not None),
+                                                                          real_close(self)))
+    student, teacher = model_dirs
+    base = _cfg(tmp_path, "opd", "vllm", student, teacher)
+    from vlm_opd.config import config_to_dict
+
+    raw = config_to_dict(base)
+    raw["stages"] = [{"method": "sft", "steps": 1, "sft": {"max_length": 16}}, {"method": "opd", "steps": 2}]
+    result = trainer_mod.train(config_from_dict(raw), progress=False)
+    assert closed == [True, True]  # both stages' engines ran (final eval samples) and were closed
+    assert result.steps == 2
+
+
 def test_multi_process_vllm_training_is_refused(tmp_path, model_dirs):
     from vlm_opd.errors import ConfigError
     from vlm_opd.rollout.vllm_backend import training_backend

@@ -301,7 +301,7 @@ def _vllm_backend(args: argparse.Namespace, source, lm):
     from vlm_opd.rollout.vllm_backend import VLLMBackend, check_model_dir
 
     if Path(source.model).is_dir():
-        check_model_dir(source.model)
+        check_model_dir(source.model, write_missing=True)
     dtypes = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
     backend = VLLMBackend(
         source.model, dtype=dtypes.get(next(lm.model.parameters()).dtype, "auto"),

@@ -190,6 +190,22 @@ class VLLMBackend:
             self._llm.sleep(level=1)
             self._asleep = True
 
+    def close(self) -> None:
+        """Shut the engine down and release its memory (a later `generate` starts a new one)."""
+        if self._llm is None:
+            return
+        import gc
+
+        llm, self._llm = self._llm, None
+        shutdown = getattr(llm.llm_engine, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self._asleep = False
+
     @torch.no_grad()
     def update_weights(self, model: torch.nn.Module) -> None:
         """Copy `model`'s current weights into the engine (a LoRA student's merged, see `student_weights`).
@@ -328,8 +344,8 @@ def training_backend(cfg, model: torch.nn.Module, num_processes: int, examples: 
         raise ConfigError("rollout.vllm.tensor_parallel_size: the colocated engine supports 1 so far, "
                           f"got {v.tensor_parallel_size}")
     path = Path(cfg.student.path)
-    if path.is_dir():
-        check_model_dir(path)
+    if path.is_dir():  # e.g. a previous stage's final/ (saved without a video processor)
+        check_model_dir(path, write_missing=True)
     dtype = _DTYPE_NAMES.get(next(model.parameters()).dtype, "auto")
     max_images = max([len(ex.images) for ex in examples] + [1])
     backend = VLLMBackend(cfg.student.path, dtype=dtype, gpu_memory_utilization=v.gpu_memory_utilization,
@@ -340,22 +356,34 @@ def training_backend(cfg, model: torch.nn.Module, num_processes: int, examples: 
     return backend
 
 
-def check_model_dir(path: str | Path) -> None:
-    """Clear error for a local Qwen-VL directory vLLM cannot load (no video processor config)."""
+def check_model_dir(path: str | Path, *, write_missing: bool = False) -> None:
+    """Make sure vLLM can load a local Qwen-VL directory: it builds the full processor and needs a
+    `video_preprocessor_config.json`, which video-free processors (`build-tiny` output, this project's
+    `final/` directories) do not save. With `write_missing` the file is written (and said so on
+    stderr); otherwise, or when the directory is read-only, a clear error names the file."""
     import json
+    import sys
 
     d = Path(path)
     try:
         model_type = json.loads((d / "config.json").read_text()).get("model_type", "")
     except (OSError, ValueError):
         return  # vLLM reports missing or broken configs itself
-    if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl") and not (d / "video_preprocessor_config.json").exists():
-        raise ConfigError(
-            f"{d}: vLLM builds the model's full processor and needs video_preprocessor_config.json, which this "
-            "directory lacks (video-free processors, e.g. build-tiny output, do not save one); write it with "
-            "`python -c \"from vlm_opd.rollout.vllm_backend import write_video_processor_config as w; "
-            f"w('{d}')\"`"
-        )
+    if model_type not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl") or (d / "video_preprocessor_config.json").exists():
+        return
+    if write_missing:
+        try:
+            target = write_video_processor_config(d)
+        except OSError as e:
+            raise ConfigError(f"{d}: vLLM needs video_preprocessor_config.json and writing it failed: {e}") from e
+        print(f"vllm: wrote {target} (vLLM builds the full processor; videos stay disabled)", file=sys.stderr)
+        return
+    raise ConfigError(
+        f"{d}: vLLM builds the model's full processor and needs video_preprocessor_config.json, which this "
+        "directory lacks (video-free processors, e.g. build-tiny output, do not save one); write it with "
+        "`python -c \"from vlm_opd.rollout.vllm_backend import write_video_processor_config as w; "
+        f"w('{d}')\"`"
+    )
 
 
 def _presize(lm: LoadedModel, image):

@@ -449,6 +449,8 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         atomic_write_json(out_dir / "trainer_state.json", {**state, "step": n_steps})
     accelerator.wait_for_everyone()
     metrics.close()
+    if ctx.rollout_backend is not None:  # free the engine's memory before a next stage builds its own
+        ctx.rollout_backend.close()
     if cfg.trackers:
         accelerator.end_training()
     return TrainResult(final_dir=final_dir, steps=n_steps, metrics_path=out_dir / "metrics.jsonl",
