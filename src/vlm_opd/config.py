@@ -111,13 +111,47 @@ class DataConfig:
 
 
 @dataclass
+class VLLMConfig:
+    gpu_memory_utilization: float = _f(0.3, "fraction of the GPU's memory the colocated vLLM engine may take "
+                                       "(weights + KV cache); the rest stays with training")
+    max_model_len: int | None = _f(None, "longest prompt + completion the engine accepts, in tokens "
+                                   "(default: the model's max_position_embeddings; set it to prompt + "
+                                   "rollout.max_new_tokens to shrink the KV cache)")
+    tensor_parallel_size: int = _f(1, "GPUs one engine is sharded over (colocated training supports 1)")
+    sleep: bool = _f(True, "release the KV cache and offload the engine's weights while the student "
+                     "updates (vLLM sleep mode, GPU only; a no-op on the CPU build)")
+    kv_cache_memory_bytes: int | None = _f(None, "fixed KV-cache size in bytes instead of "
+                                           "gpu_memory_utilization (the CPU build and tests use this)")
+    enforce_eager: bool = _f(False, "disable CUDA graphs / compilation (slower decoding, faster start)")
+
+    def validate(self, prefix: str) -> None:
+        _check(0 < self.gpu_memory_utilization <= 1, f"{prefix}.gpu_memory_utilization",
+               f"must be in (0, 1], got {self.gpu_memory_utilization}")
+        _check(self.max_model_len is None or self.max_model_len >= 2, f"{prefix}.max_model_len",
+               f"must be >= 2 or null, got {self.max_model_len}")
+        _check(self.tensor_parallel_size >= 1, f"{prefix}.tensor_parallel_size",
+               f"must be >= 1, got {self.tensor_parallel_size}")
+        _check(self.kv_cache_memory_bytes is None or self.kv_cache_memory_bytes > 0,
+               f"{prefix}.kv_cache_memory_bytes", f"must be > 0 or null, got {self.kv_cache_memory_bytes}")
+
+
+ROLLOUT_BACKENDS = ("hf", "vllm")
+
+
+@dataclass
 class RolloutConfig:
     k: int = _f(4, "rollouts sampled per prompt (K in the papers)")
     max_new_tokens: int = _f(512, "maximum completion length")
     temperature: float = _f(1.0, "sampling temperature for rollouts")
     top_p: float = _f(1.0, "nucleus sampling threshold for rollouts")
+    backend: str = _f("hf", "sampling engine: hf (transformers generate) | vllm (a vLLM engine colocated in "
+                      "the training process, given the student's weights after every optimizer step; "
+                      "install the vllm extra)")
+    vllm: VLLMConfig = _f(factory=VLLMConfig, help="the colocated vLLM engine (rollout.backend: vllm)")
 
     def validate(self, prefix: str) -> None:
+        _check(self.backend in ROLLOUT_BACKENDS, f"{prefix}.backend", _choice_msg(self.backend, ROLLOUT_BACKENDS))
+        self.vllm.validate(f"{prefix}.vllm")
         _check(self.k >= 1, f"{prefix}.k", f"must be >= 1, got {self.k}")
         _check(self.max_new_tokens >= 1, f"{prefix}.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(self.temperature > 0, f"{prefix}.temperature", f"must be > 0, got {self.temperature}")

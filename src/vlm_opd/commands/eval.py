@@ -60,6 +60,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
     p.add_argument("--attn-implementation", default=None, help="eager | sdpa | flash_attention_2")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same completions)")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"],
+                   help="sampling engine: hf (transformers generate) or vllm (needs the vllm extra; same "
+                        "distribution, different random streams, so completions differ from hf's)")
+    p.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.85,
+                   help="--backend vllm: share of GPU memory for the engine (weights + KV cache)")
+    p.add_argument("--vllm-max-model-len", type=int, default=None,
+                   help="--backend vllm: longest prompt + completion in tokens (default: the model's limit)")
+    p.add_argument("--vllm-tensor-parallel-size", type=int, default=1, help="--backend vllm: GPUs per engine")
+    p.add_argument("--vllm-kv-cache-bytes", type=int, default=None,
+                   help="--backend vllm: fixed KV-cache size in bytes instead of the memory share (CPU build)")
+    p.add_argument("--vllm-enforce-eager", action="store_true", help="--backend vllm: no CUDA graphs")
     p.add_argument("--system-prompt", default=None,
                    help="system message for every prompt (default: the training run's data.system_prompt when "
                         "MODEL is a run directory, else none; pass '' for none)")
@@ -326,6 +337,8 @@ def _evaluate_into(args: argparse.Namespace, source, specs: list[str], judge, ou
     _check_run_identity(out, {
         "model": source.description, "weights_fingerprint": source.fingerprint(), "dtype": args.dtype,
         "max_new_tokens": max_new_tokens, "top_p": args.top_p, "system_prompt": system_prompt,
+        # Recorded only for vLLM, so --out directories written before --backend existed still resume.
+        **({"backend": "vllm"} if args.backend == "vllm" else {}),
     })
     print(f"evaluating {source.description} on {len(specs)} benchmark(s); results in {out}", file=sys.stderr)
 
@@ -338,11 +351,14 @@ def _evaluate_into(args: argparse.Namespace, source, specs: list[str], judge, ou
             lm = load_eval_model(source, dtype=args.dtype, device=_device(args.device),
                                  attn_implementation=args.attn_implementation)
             loaded["fn"] = make_generate_fn(lm, max_new_tokens=max_new_tokens, top_p=args.top_p,
-                                            batch_prompts=args.batch_size, system_prompt=system_prompt)
+                                            batch_prompts=args.batch_size, system_prompt=system_prompt,
+                                            backend=_vllm_backend(args, source, lm) if args.backend == "vllm" else None)
         return loaded["fn"](examples, k, temperature, greedy, seed)
 
     model_info = {"model": source.description, "max_new_tokens": max_new_tokens,
                   "max_new_tokens_source": length_source, "top_p": args.top_p, "system_prompt": system_prompt}
+    if args.backend == "vllm":
+        print("sampling with vLLM (--backend vllm)", file=sys.stderr)
     results = evaluate(specs, generate_fn, k=args.k, temperature=args.temperature, greedy_pass1=args.greedy,
                        batch_size=args.batch_size, out_dir=out, limit=args.limit, judge=judge,
                        progress=not args.no_progress, seed=args.seed, lenient=args.lenient, model_info=model_info)
@@ -412,3 +428,28 @@ def _run_all_checkpoints(args: argparse.Namespace, specs: list[str], judge) -> i
     print("\n" + text)
     print(f"checkpoints: {out / 'checkpoints.json'}\ntable: {out / 'checkpoints.md'}")
     return 0
+
+
+def _vllm_backend(args: argparse.Namespace, source, lm):
+    """A vLLM engine for `vlm-opd eval --backend vllm`, holding exactly the weights `lm` holds.
+
+    The engine is built from the model directory that supplies config, tokenizer and processor (for a
+    step checkpoint: the run's base model) and then takes the loaded weights (checkpoint, merged LoRA),
+    so every kind of source evaluates the same weights as `--backend hf` would.
+    """
+    import torch
+
+    from vlm_opd.rollout.vllm_backend import VLLMBackend, check_model_dir
+
+    if Path(source.model).is_dir():
+        check_model_dir(source.model, write_missing=True)
+    dtypes = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    backend = VLLMBackend(
+        source.model, dtype=dtypes.get(next(lm.model.parameters()).dtype, "auto"),
+        gpu_memory_utilization=args.vllm_gpu_memory_utilization, max_model_len=args.vllm_max_model_len,
+        tensor_parallel_size=args.vllm_tensor_parallel_size, kv_cache_memory_bytes=args.vllm_kv_cache_bytes,
+        enforce_eager=args.vllm_enforce_eager, sleep=False, max_images_per_prompt=8, seed=args.seed,
+    )
+    if source.kind == "checkpoint":
+        backend.pending_model = lm.model  # the checkpoint's weights, not the base model's
+    return backend

@@ -54,8 +54,11 @@ def make_generate_fn(
     top_p: float = 1.0,
     batch_prompts: int = 8,
     system_prompt: str | None = None,
+    backend=None,
 ):
     """A runner `generate_fn` sampling with `lm` through `vlm_opd.rollout.sample`.
+
+    `backend` is the sampling engine (None: transformers generate; a `VLLMBackend` for vLLM).
 
     `generate_fn(examples, k, temperature, greedy, seed)` returns k completions per example, sampling
     at most `batch_prompts` prompts (`batch_prompts * k` rows) per `sample` call. Rows are seeded per
@@ -77,7 +80,8 @@ def make_generate_fn(
             with torch.no_grad():
                 rollout = sample(lm, chunk, k=k, max_new_tokens=max_new_tokens,
                                  temperature=1.0 if greedy else temperature, top_p=top_p, seed=seed,
-                                 greedy=greedy, system_prompt=system_prompt)
+                                 greedy=greedy, system_prompt=system_prompt, backend=backend,
+                                 score_policy=False)
             out.extend(rollout.texts[i * k:(i + 1) * k] for i in range(len(chunk)))
             stats["tokens"] += int(rollout.completion_mask.sum())
             stats["unfinished"] += int((~rollout.finished).sum())

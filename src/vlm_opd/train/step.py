@@ -48,6 +48,7 @@ class StepContext:
     papo_mask: Callable | None = None  # PIL -> PIL, PAPO's masked image
     reward_fn: Callable[[str, Example], float] | None = None
     last_samples: list[dict[str, str]] = field(default_factory=list)  # for sample_every logging
+    rollout_backend: Any | None = None  # SamplerBackend for the student's rollouts (None: HF generate)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def sample_rollouts(ctx: StepContext, examples: list[Example], seed: int, *, k: 
     with torch.no_grad():
         rollout = sample(ctx.student_for_generation(), examples, k=k or r.k, max_new_tokens=r.max_new_tokens,
                          temperature=r.temperature, top_p=r.top_p, seed=seed,
-                         system_prompt=ctx.cfg.data.system_prompt)
+                         system_prompt=ctx.cfg.data.system_prompt, backend=ctx.rollout_backend)
     ctx.last_samples = [{"id": examples[b // rollout.k].id, "problem": examples[b // rollout.k].problem,
                          "answer": examples[b // rollout.k].answer, "completion": t}
                         for b, t in enumerate(rollout.texts[:4])]

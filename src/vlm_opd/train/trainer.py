@@ -314,6 +314,10 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         papo_mask=None,  # set per step (seeded) in the loop
         reward_fn=_reward_fn(cfg, get_reward),
     )
+    if cfg.rollout.backend == "vllm":  # colocated engine, given the student's weights now and after every step
+        from vlm_opd.rollout.vllm_backend import training_backend
+
+        ctx.rollout_backend = training_backend(cfg, unwrapped, nproc, train_examples + eval_examples)
     step_fn = STEP_FUNCTIONS[cfg.method]
     policy = cfg.method in POLICY_METHODS
     n_updates = cfg.grpo.ppo_epochs * cfg.grpo.mini_batches if policy else 1
@@ -404,6 +408,8 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                 for key, value in update_diags.items():  # summed over applied updates, averaged below
                     step_diags[key] = step_diags.get(key, 0.0) + value
             step_diags = {key: value / max(applied, 1) for key, value in step_diags.items()}
+            if ctx.rollout_backend is not None and applied:
+                ctx.rollout_backend.update_weights(unwrapped)
             if policy:  # per-batch values: rewards, and the rollouts' tokens (not the per-update rows')
                 step_diags["tokens"] = 0.0
                 for b in batches:
@@ -486,6 +492,8 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
             _commit_best(best, final_result, n_steps, final_dir, cfg.keep_last, is_main, claim.run_id)
     accelerator.wait_for_everyone()
     metrics.close()
+    if ctx.rollout_backend is not None:  # free the engine's memory before a next stage builds its own
+        ctx.rollout_backend.close()
     if cfg.trackers:
         accelerator.end_training()
     return TrainResult(final_dir=final_dir, steps=n_steps, metrics_path=out_dir / "metrics.jsonl",
