@@ -47,7 +47,12 @@ class ModelConfig:
     path: str | None = _f(None, "local directory or hub name of the model (student: always required; teacher: "
                           "for kd, opd, va_opd, vold and sft with sft.target=teacher)")
     kind: str = _f("auto", "auto | vlm | lm: load as a vision-language model or a text-only causal LM")
-    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bfloat16 on GPU, float32 on CPU)")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16: the dtype the model's weights are loaded in "
+                    "(auto: the checkpoint's own, bfloat16 for the released Qwen-VL / Qwen3 checkpoints). Frozen "
+                    "models (teacher, GRPO reference) stay in it. The student's trainable weights are always "
+                    "trained as float32 master weights with float32 AdamW state (full fine-tune: the whole "
+                    "student is upcast; LoRA: the base stays in this dtype, the adapters are float32), and its "
+                    "final/ is written back in this dtype")
     device: str | None = _f(None, "device for this model (e.g. cuda:1 to put the teacher on its own GPU); "
                             "default: the accelerator's device")
     attn_implementation: str | None = _f(None, "attention kernel passed to transformers (eager, sdpa, "
@@ -384,7 +389,10 @@ class TrainConfig:
     epochs: float = _f(1.0, "passes over the training prompts when steps is not set")
     prompts_per_step: int = _f(16, "prompts per optimizer step (global batch; each gets rollout.k rollouts)")
     grad_accum: int = _f(1, "micro-batches per optimizer step (prompts_per_step is split across them)")
-    mixed_precision: str = _f("auto", "auto (bf16 on GPU, none on CPU) | no | bf16 | fp16")
+    mixed_precision: str = _f("auto", "auto (bf16 on GPU, no on CPU) | no | bf16 | fp16: the compute dtype. bf16 "
+                              "runs the student's forward, sampling, teacher scoring and the chunked divergences "
+                              "under torch.autocast(bf16) on the float32 master weights (gradients and optimizer "
+                              "state stay float32); no computes in each model's own dtype")
     checkpoint_every: int = _f(0, "save a checkpoint every N steps (0: only at the end)")
     keep_last: int = _f(2, "number of step checkpoints kept (the newest ones; the best one by eval.best_metric "
                         "is kept besides them)")

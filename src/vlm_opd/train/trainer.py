@@ -199,8 +199,17 @@ def _signal_flag():
             signal.signal(sig, h)
 
 
-def save_model_dir(lm, model, path: Path) -> Path:
-    """Save a loadable model directory (weights, config, tokenizer, processor) atomically."""
+def _float_dtype(model) -> torch.dtype:
+    """The dtype of a model's floating-point parameters (the first one's; they share it once loaded)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def save_model_dir(lm, model, path: Path, dtype: torch.dtype | None = None) -> Path:
+    """Save a loadable model directory (weights, config, tokenizer, processor) atomically.
+
+    `dtype`: the dtype to write the weights in (the student's stored dtype; training holds float32
+    master weights); None keeps the model's own.
+    """
 
     def write(tmp: Path) -> None:
         to_save = model
@@ -208,13 +217,42 @@ def save_model_dir(lm, model, path: Path) -> Path:
             to_save.save_pretrained(tmp / "adapter")
             import copy
 
-            to_save = copy.deepcopy(to_save).merge_and_unload()
-        to_save.save_pretrained(tmp, safe_serialization=True)
+            # Merge in float32 (the adapters' dtype) so the base's bf16 rounding happens once, on save.
+            to_save = copy.deepcopy(to_save)
+            if dtype is not None and dtype != torch.float32:
+                to_save.float()
+            to_save = to_save.merge_and_unload()
+        if dtype is not None and _float_dtype(to_save) != dtype:
+            state = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
+                     for k, v in to_save.state_dict().items()}
+            to_save.save_pretrained(tmp, safe_serialization=True, state_dict=state)
+            _set_config_dtype(tmp / "config.json", dtype)
+        else:
+            to_save.save_pretrained(tmp, safe_serialization=True)
         if lm.processor is not None:
             lm.processor.save_pretrained(tmp)
         lm.tokenizer.save_pretrained(tmp)
 
     return atomic_write_dir(path, write)
+
+
+def _set_config_dtype(config_path: Path, dtype: torch.dtype) -> None:
+    """Record the written weights' dtype in config.json (save_pretrained records the live model's), so
+    `dtype="auto"` loads them as written; nested text/vision configs included."""
+    name = str(dtype).removeprefix("torch.")
+
+    def fix(node):
+        if isinstance(node, dict):
+            for key in ("dtype", "torch_dtype"):
+                if key in node:
+                    node[key] = name
+            for value in node.values():
+                fix(value)
+
+    config = json.loads(config_path.read_text())
+    config["dtype"] = name
+    fix(config)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,10 +328,22 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     n_steps = total_steps(len(train_examples), cfg.prompts_per_step, cfg.steps, cfg.epochs)
 
     model = student.model
+    # Master weights: whatever dtype the student is stored in (`student.dtype`, bf16 for the released
+    # Qwen-VL checkpoints), the weights the optimizer steps are float32, and so are AdamW's moments.
+    # Plain AdamW on bf16 parameters rounds every update below half a bf16 ulp to nothing (at lr 1e-6,
+    # nearly all of them). Compute runs in bf16 only under autocast (`mixed_precision`). A LoRA
+    # student keeps its frozen base in the stored dtype and trains float32 adapters. `final/` is
+    # written back in the stored dtype.
+    stored_dtype = _float_dtype(model)
+    if not cfg.lora.enabled:
+        model.float()
     if cfg.student.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.lora.enabled:
         model = _apply_lora(cfg, model)
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
@@ -366,7 +416,8 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
             if cfg.method == "papo":
                 ctx.papo_mask = _papo_mask(cfg, derive_seed(cfg.seed, step, "papo"))
             if policy:  # sample every micro-batch first: an update's dapo token count spans all of them
-                batches = [policy_prepare(ctx, chunk, step_seed, updates=n_updates) for chunk in chunks]
+                with accelerator.autocast():
+                    batches = [policy_prepare(ctx, chunk, step_seed, updates=n_updates) for chunk in chunks]
                 plan = _ppo_plan(cfg, batches, step, rank)
             else:
                 batches, plan = [], [[None] * cfg.grad_accum]
@@ -382,10 +433,13 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                 for m in range(cfg.grad_accum):
                     sync = accelerator.no_sync(model) if m < cfg.grad_accum - 1 else nullcontext()
                     with sync:
-                        if policy:
-                            loss, diags = policy_update_loss(ctx, batches[m], rows[m], token_normalizer=normalizer)
-                        else:
-                            loss, diags = step_fn(ctx, chunks[m], step_seed)
+                        # Sampling, teacher scoring and the chunked divergences run outside the prepared
+                        # model's forward: autocast them too (a no-op without mixed_precision).
+                        with accelerator.autocast():
+                            if policy:
+                                loss, diags = policy_update_loss(ctx, batches[m], rows[m], token_normalizer=normalizer)
+                            else:
+                                loss, diags = step_fn(ctx, chunks[m], step_seed)
                         accelerator.backward(loss / cfg.grad_accum)
                     loss_local += float(loss.detach()) / cfg.grad_accum
                     for key, value in diags.items():
@@ -486,7 +540,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     final_dir = out_dir / "final"
     accelerator.wait_for_everyone()
     if is_main:
-        save_model_dir(student, accelerator.unwrap_model(model), final_dir)
+        save_model_dir(student, accelerator.unwrap_model(model), final_dir, dtype=stored_dtype)
         atomic_write_json(out_dir / "trainer_state.json", {**state, "step": n_steps})
         if final_is_best:
             _commit_best(best, final_result, n_steps, final_dir, cfg.keep_last, is_main, claim.run_id)
@@ -587,7 +641,8 @@ def _log_eval(ctx: StepContext, eval_examples, step: int, wall_s: float, metrics
 
     result = {}
     if accelerator.is_main_process:
-        result = evaluate_student(ctx, eval_examples, seed=derive_seed(ctx.cfg.seed, "eval", step))
+        with accelerator.autocast():
+            result = evaluate_student(ctx, eval_examples, seed=derive_seed(ctx.cfg.seed, "eval", step))
         metrics.log({"step": step, "wall_s": wall_s, **{f"eval/{k}": v for k, v in result.items()}})
     accelerator.wait_for_everyone()
     return result
