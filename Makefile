@@ -6,17 +6,23 @@ STAMP := $(VENV)/.installed-stamp
 # pytest-xdist workers; each worker runs torch single-threaded (tests/conftest.py)
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test clean vllm-setup test-vllm
+.PHONY: setup demo test clean lock vllm-setup test-vllm
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch first so nothing pulls a multi-GB CUDA build (GPU users: see README).
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# The exact versions the suite passed with (constraints.txt); pyproject.toml keeps loose ranges.
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Re-pin constraints.txt to what .venv holds now (after an intended upgrade; then run `make test`).
+lock: $(STAMP)
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^vlm-opd' | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/vlm-opd demo $(DEMO_ARGS)
