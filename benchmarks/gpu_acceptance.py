@@ -12,11 +12,18 @@ What it runs (everything through the library's public API, so it measures whatev
    VA-OPD and OPD with the student stored in bfloat16 (`dtype: bfloat16`, `mixed_precision: bf16`, what the
    paper configs' `auto` resolves to on a GPU), and a float32 reference (VA-OPD, `dtype: float32`, `mixed_precision: "no"`).
 3. Weights moved: for a slice of the student (the attention and MLP matrices of the first and last text
-   layers) the bf16 run's update `W_final - W_0` is compared with the float32 reference's update rounded
-   to the same bf16 grid: `update_rel_diff_vs_fp32 = ||d_bf16 - d_ref|| / ||d_ref||`. If the trainer
-   kept no float32 master copy, updates below half a bf16 ulp round away, `d_bf16` is mostly 0 and
-   this ratio is near 1; with master weights only rounding-boundary flips remain (well below 1).
-   `moved_frac` is the fraction of slice weights whose stored value changed.
+   layers) the bf16 run's update `d_bf16 = W_final - W_0` is compared with the float32 reference's update
+   rounded to the same bf16 grid, `d_ref`: `update_norm_ratio_vs_fp32 = ||d_bf16|| / ||d_ref||`. Both
+   runs start from the same bf16-grid weights and store bf16, so with float32 master weights their
+   updates have the same size and the ratio is near 1; if updates below half a bf16 ulp round away
+   at every step, most of `d_bf16` is 0 and the ratio falls well below 1. (Element-wise agreement is
+   not expected: the two runs sample different rollouts once their logits differ by bf16 noise, and
+   Adam's first steps are sign-like, so individual weights move in different directions.)
+   `moved_frac` is the fraction of slice weights whose stored value changed. `weights_moved` requires
+   the norm ratio above 0.8 and `moved_frac` at least 0.8 x the reference's. Measured on the CPU tiny
+   path (2 steps, lr 1e-5): with float32 master weights 0.99 and 0.25 vs 0.25; with plain AdamW on bf16
+   parameters (the trainer before master weights) 0.71 and 0.15 vs 0.25. One step cannot tell the two
+   apart (a single update is rounded once either way): use --steps >= 2.
 4. Step costs on one pre-sampled rollout (step functions, no optimizer): rollout tokens/s of the sampler,
    the OPD and VA-OPD step bodies (teacher scoring, student forward, loss, backward) and one teacher
    forward; `va_opd_extra_over_teacher_forward = (t_va_opd - t_opd) / t_teacher_forward` (target <= 1.1).
@@ -44,7 +51,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 JSON_KEYS = (
     "device", "tiny", "student", "teacher", "k", "new_tokens", "prompts", "steps", "lr",
-    "weights_moved", "moved_frac", "moved_frac_fp32_ref", "update_rel_diff_vs_fp32", "slice_params",
+    "weights_moved", "moved_frac", "moved_frac_fp32_ref", "update_norm_ratio_vs_fp32", "slice_params",
     "peak_memory_gb", "peak_memory_gb_by_run", "step_time_s", "rollout_tokens_per_s",
     "t_opd_step_s", "t_va_opd_step_s", "t_teacher_forward_s", "va_opd_extra_over_teacher_forward",
     "loss_memory_ratio", "loss_memory", "wall_s",
@@ -155,11 +162,16 @@ def write_prompts(out: Path, n: int, size: int, seed: int) -> Path:
 
 def build_models(args, work: Path, device) -> tuple[str, str]:
     """Checkpoint directories of the student and teacher (given, or built now from configs)."""
+    import torch
+
     if args.tiny:
         from vlm_opd.models import build_tiny
 
         s, t = work / "student", work / "teacher"
-        build_tiny("qwen3_vl", s, seed=0, eos_boost=3.0, max_image_tokens=64)
+        lm = build_tiny("qwen3_vl", s, seed=0, eos_boost=3.0, max_image_tokens=64)
+        # Stored in bfloat16 like the real checkpoints, so the bf16 run and the float32 reference start
+        # from the same bf16-grid weights (an off-grid float32 start crosses rounding boundaries sooner).
+        lm.model.to(torch.bfloat16).save_pretrained(s)
         build_tiny("qwen3_vl", t, seed=0, text_hidden=96, text_layers=2, max_image_tokens=64)
         return str(s), str(t)
     from vlm_opd.models.real_width import build_real_width
@@ -234,13 +246,13 @@ def slice_names(d: Path) -> list[str]:
 
 
 def compare_updates(init_dir: Path, bf16_dir: Path, ref_dir: Path) -> dict:
-    """`moved_frac`, `moved_frac_fp32_ref`, `update_rel_diff_vs_fp32` on the slice (see module docstring)."""
+    """`moved_frac`, `moved_frac_fp32_ref`, `update_norm_ratio_vs_fp32` on the slice (see module docstring)."""
     import torch
 
     names = slice_names(bf16_dir)
     w0, wb, wr = read_tensors(init_dir, names), read_tensors(bf16_dir, names), read_tensors(ref_dir, names)
     moved = total = moved_ref = 0
-    num = den = 0.0
+    norm_b = norm_r = 0.0
     for n in names:
         base = w0[n].to(torch.bfloat16).double()
         d_b = wb[n].to(torch.bfloat16).double() - base
@@ -248,11 +260,11 @@ def compare_updates(init_dir: Path, bf16_dir: Path, ref_dir: Path) -> dict:
         moved += int((d_b != 0).sum())
         moved_ref += int((d_r != 0).sum())
         total += d_b.numel()
-        num += float((d_b - d_r).pow(2).sum())
-        den += float(d_r.pow(2).sum())
-    rel = (num**0.5) / max(den**0.5, 1e-30) if den > 0 else float("nan")
+        norm_b += float(d_b.pow(2).sum())
+        norm_r += float(d_r.pow(2).sum())
+    ratio = (norm_b / norm_r) ** 0.5 if norm_r > 0 else float("nan")
     return {"moved_frac": moved / total, "moved_frac_fp32_ref": moved_ref / total,
-            "update_rel_diff_vs_fp32": rel, "slice_params": total}
+            "update_norm_ratio_vs_fp32": ratio, "slice_params": total}
 
 
 def _median_time(fn, device, repeats: int) -> float:
@@ -429,8 +441,9 @@ def main(argv=None) -> int:
         "student": "tiny:qwen3_vl" if args.tiny else args.student or f"random:{args.student_preset}",
         "teacher": "tiny:qwen3_vl" if args.tiny else args.teacher or f"random:{args.teacher_preset}", "k": args.k, "new_tokens": args.new,
         "prompts": args.prompts, "steps": args.steps, "lr": args.lr,
-        # Moved, and moved like the float32 reference (a bf16 update rounding away gives ~1).
-        "weights_moved": bool(moved["moved_frac"] > 0 and moved["update_rel_diff_vs_fp32"] < 0.5),
+        # Moved, and as much as the float32 reference (updates rounding away move fewer weights, less).
+        "weights_moved": bool(moved["moved_frac"] > 0 and moved["update_norm_ratio_vs_fp32"] > 0.8
+                              and moved["moved_frac"] >= 0.8 * moved["moved_frac_fp32_ref"]),
         **moved,
         "peak_memory_gb": max(peaks.values()), "peak_memory_gb_by_run": peaks, "step_time_s": step_time,
         **costs,

@@ -9,7 +9,14 @@ pre-encoded inputs, so the ratio charges every extra the library does.
 Tokens/s counts generated positions (rows x steps). The last line printed is one JSON object with
 `tokens_per_s_ratio` (library / raw; target >= 0.9) and the raw numbers.
 
+`--backend vllm` (in an environment with vLLM: `.venv-vllm` here, the `vllm` extra on a GPU) also
+times `sample(..., backend=VLLMBackend)` on the same prompts, interleaved with the other two, and
+reports `vllm_tokens_per_s` beside `library_tokens_per_s` (the HF backend) and `vllm_vs_hf_ratio`.
+The vLLM side is pure sampling (`score_policy=False`; training re-scores the T=1 policy log-probs
+with the HF model on top). On a CPU the number only shows that it runs; speed needs a GPU.
+
     .venv/bin/python benchmarks/rollout.py [--family qwen2_5_vl] [--prompts 8] [--k 4] [--new 64]
+    .venv-vllm/bin/python benchmarks/rollout.py --backend vllm
 """
 
 from __future__ import annotations
@@ -53,6 +60,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", default="hf", choices=["hf", "vllm"],
+                    help="vllm: also time the vLLM backend side by side with the HF one")
+    ap.add_argument("--vllm-kv-cache-bytes", type=int, default=256 << 20,
+                    help="vLLM KV cache size (CPU build); 0 = vLLM's default gpu_memory_utilization share")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -76,13 +87,31 @@ def main() -> None:
             r = sample(lm, examples, k=args.k, max_new_tokens=args.new, seed=0)
             return time.perf_counter() - t0, r.completion_ids.numel()
 
+        engine = None
+        if args.backend == "vllm":
+            from vlm_opd.rollout.vllm_backend import VLLMBackend, write_video_processor_config
+
+            write_video_processor_config(tmp)
+            kv = {"kv_cache_memory_bytes": args.vllm_kv_cache_bytes} if args.vllm_kv_cache_bytes else {}
+            engine = VLLMBackend(tmp, dtype="float32", max_model_len=1024, **kv)
+
+        def run_vllm() -> tuple[float, int]:
+            t0 = time.perf_counter()
+            r = sample(lm, examples, k=args.k, max_new_tokens=args.new, seed=0, backend=engine, score_policy=False)
+            return time.perf_counter() - t0, r.completion_ids.numel()
+
         run_raw(), run_lib()  # warm-up
-        raw_t, lib_t, raw_n, lib_n = [], [], [], []
+        if engine is not None:
+            run_vllm()  # engine start-up and first-call compilation are not throughput
+        raw_t, lib_t, raw_n, lib_n, vl_t, vl_n = [], [], [], [], [], []
         for _ in range(args.repeats):
             t, n = run_raw()
             raw_t.append(t), raw_n.append(n)
             t, n = run_lib()
             lib_t.append(t), lib_n.append(n)
+            if engine is not None:
+                t, n = run_vllm()
+                vl_t.append(t), vl_n.append(n)
 
     raw_tps = statistics.median(n / t for n, t in zip(raw_n, raw_t))
     lib_tps = statistics.median(n / t for n, t in zip(lib_n, lib_t))
@@ -101,7 +130,14 @@ def main() -> None:
         "threads": args.threads,
         "repeats": args.repeats,
     }
-    print(f"library {lib_tps:.0f} tok/s, raw generate {raw_tps:.0f} tok/s")
+    line = f"library {lib_tps:.0f} tok/s, raw generate {raw_tps:.0f} tok/s"
+    if vl_t:
+        vl_tps = statistics.median(n / t for n, t in zip(vl_n, vl_t))
+        result.update(vllm_tokens_per_s=round(vl_tps, 1), hf_tokens_per_s=round(lib_tps, 1),
+                      vllm_vs_hf_ratio=round(vl_tps / lib_tps, 4), vllm_median_s=round(statistics.median(vl_t), 4),
+                      vllm_tokens=vl_n, device="cpu" if not torch.cuda.is_available() else "cuda")
+        line += f", vllm backend {vl_tps:.0f} tok/s (hf backend {lib_tps:.0f})"
+    print(line)
     print(json.dumps(result))
 
 

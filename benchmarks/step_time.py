@@ -19,6 +19,13 @@ The last line printed is one JSON object with `t_opd`, `t_va_opd`, `t_teacher_fo
 `extra_over_teacher` = (t_va_opd - t_opd) / t_teacher_forward, and the setting.
 
     .venv/bin/python benchmarks/step_time.py [--prompts 16] [--k 4] [--new 40] [--repeats 41]
+        [--va-kind sampled|teacher_shift]
+
+`--va-kind teacher_shift` also times VA-OPD with the position-level VA (`va_opd.va_kind`), interleaved
+with the others: it keeps the degraded pass's hidden states and adds one chunked full-vocabulary
+divergence between the teacher's two distributions. Extra keys: `t_va_opd_shift`,
+`shift_over_sampled` (median of the per-round ratio t_va_opd_shift / t_va_opd) and
+`shift_extra_over_teacher` = (t_va_opd_shift - t_va_opd) / t_teacher_forward.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ def main() -> None:
     ap.add_argument("--passes", choices=("auto", "batched", "separate"), default="auto",
                     help="teacher's real and degraded passes as one 2B batch, two forwards, or what the trainer "
                          "does by default (va_opd.batch_real_and_degraded: null; two forwards on CPU)")
+    ap.add_argument("--va-kind", choices=("sampled", "teacher_shift"), default="sampled",
+                    help="va_opd.va_kind of the VA-OPD variant timed")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -74,15 +83,16 @@ def main() -> None:
 
     batched = {"auto": None, "batched": True, "separate": False}[args.passes]
 
-    def ctx_for(method: str):
+    def ctx_for(method: str, va_kind: str = "sampled"):
         cfg = config_from_dict({"method": method, "student": {"path": "s"}, "teacher": {"path": "t"},
                                 "data": {"train": "d"}, "rollout": {"k": args.k},
-                                "va_opd": {"batch_real_and_degraded": batched}})
+                                "va_opd": {"batch_real_and_degraded": batched, "va_kind": va_kind}})
         return step_mod.StepContext(cfg=cfg, student=student, student_for_generation=lambda: student,
                                     teacher=teacher, degrade=pixelate)
 
     step_mod.sample_rollouts = lambda ctx, ex, seed, k=None: rollout  # same rollouts for every variant
     ctxs = {m: ctx_for(m) for m in ("opd", "va_opd")}
+    ctxs["va_opd_shift"] = ctx_for("va_opd", "teacher_shift")
 
     def run_step(method):
         loss, _ = step_mod.distill_loss(ctxs[method], examples, 0)
@@ -93,12 +103,14 @@ def main() -> None:
         with torch.no_grad():
             teacher_signals(teacher, rollout, degrade=None, need_hidden=False)
 
-    timings = {"opd": [], "va_opd": [], "teacher": []}
-    for name, fn in (("opd", lambda: run_step("opd")), ("va_opd", lambda: run_step("va_opd")), ("teacher", teacher_forward)):
+    variants = [("opd", lambda: run_step("opd")), ("va_opd", lambda: run_step("va_opd")), ("teacher", teacher_forward)]
+    if args.va_kind == "teacher_shift":
+        variants.append(("va_opd_shift", lambda: run_step("va_opd_shift")))
+    timings = {name: [] for name, _ in variants}
+    for name, fn in variants:
         fn()  # warm-up
     for _ in range(args.repeats):
-        for name, fn in (("opd", lambda: run_step("opd")), ("va_opd", lambda: run_step("va_opd")),
-                         ("teacher", teacher_forward)):
+        for name, fn in variants:
             t0 = time.perf_counter()
             fn()
             timings[name].append(time.perf_counter() - t0)
@@ -112,6 +124,11 @@ def main() -> None:
         "rows": args.prompts * args.k, "tokens_per_row": int(rollout.completion_mask.shape[1]),
         "threads": args.threads, "repeats": args.repeats, "passes": args.passes,
     }
+    if args.va_kind == "teacher_shift":
+        result["t_va_opd_shift"] = med["va_opd_shift"]
+        result["shift_over_sampled"] = statistics.median(
+            s_ / v for s_, v in zip(timings["va_opd_shift"], timings["va_opd"]))
+        result["shift_extra_over_teacher"] = (med["va_opd_shift"] - med["va_opd"]) / med["teacher"]
     print(json.dumps(result), file=sys.stdout)
 
 

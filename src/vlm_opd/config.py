@@ -47,7 +47,12 @@ class ModelConfig:
     path: str | None = _f(None, "local directory or hub name of the model (student: always required; teacher: "
                           "for kd, opd, va_opd, vold and sft with sft.target=teacher)")
     kind: str = _f("auto", "auto | vlm | lm: load as a vision-language model or a text-only causal LM")
-    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bfloat16 on GPU, float32 on CPU)")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16: the dtype the model's weights are loaded in "
+                    "(auto: the checkpoint's own, bfloat16 for the released Qwen-VL / Qwen3 checkpoints). Frozen "
+                    "models (teacher, GRPO reference) stay in it. The student's trainable weights are always "
+                    "trained as float32 master weights with float32 AdamW state (full fine-tune: the whole "
+                    "student is upcast; LoRA: the base stays in this dtype, the adapters are float32), and its "
+                    "final/ is written back in this dtype")
     device: str | None = _f(None, "device for this model (e.g. cuda:1 to put the teacher on its own GPU); "
                             "default: the accelerator's device")
     attn_implementation: str | None = _f(None, "attention kernel passed to transformers (eager, sdpa, "
@@ -90,18 +95,52 @@ class DataConfig:
                                 "(default: the data file's directory)")
     limit: int | None = _f(None, "use only the first N training rows")
     eval_limit: int | None = _f(None, "use only the first N eval rows")
-    skip_bad_rows: bool = _f(False, "skip (count and log to skipped_rows.jsonl) rows with missing fields or "
-                             "corrupt images instead of stopping")
+    skip_bad_rows: bool = _f(False, "skip (count and log to skipped_rows.jsonl) rows with missing fields, "
+                             "corrupt images or too-long prompts instead of stopping")
+    max_prompt_tokens: int | None = _f(None, "longest prompt (text + image tokens) accepted; longer ones are an "
+                                       "error, or a counted skip with skip_bad_rows, checked before training "
+                                       "starts (null: the smallest context of student and teacher minus "
+                                       "rollout.max_new_tokens, or sft.max_length for sft)")
     system_prompt: str | None = _f(None, "system message prepended to every prompt")
     field_map: dict[str, str] = _f(factory=dict, help="rename dataset columns: {problem: question, ...}")
     synthetic: dict[str, Any] = _f(factory=dict, help="knobs of the built-in task for synthetic:N (num_values, "
-                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew; see "
-                                   "vlm_opd.data.synthetic.SynthConfig)")
+                                   "value_range, tasks, image_size, holdout_fraction, holdout, filler_sentences, filler_skew, "
+                                   "shortcut (P(the question's hint is the answer) on the train split: a language "
+                                   "shortcut), shortcut_eval (the same on the eval split, default 0: the shortcut "
+                                   "fails there); see vlm_opd.data.synthetic.SynthConfig)")
 
     def validate(self, prefix: str) -> None:
-        for key in ("limit", "eval_limit"):
+        for key in ("limit", "eval_limit", "max_prompt_tokens"):
             v = getattr(self, key)
             _check(v is None or v >= 1, f"{prefix}.{key}", f"must be >= 1, got {v}")
+
+
+@dataclass
+class VLLMConfig:
+    gpu_memory_utilization: float = _f(0.3, "fraction of the GPU's memory the colocated vLLM engine may take "
+                                       "(weights + KV cache); the rest stays with training")
+    max_model_len: int | None = _f(None, "longest prompt + completion the engine accepts, in tokens "
+                                   "(default: the model's max_position_embeddings; set it to prompt + "
+                                   "rollout.max_new_tokens to shrink the KV cache)")
+    tensor_parallel_size: int = _f(1, "GPUs one engine is sharded over (colocated training supports 1)")
+    sleep: bool = _f(True, "release the KV cache and offload the engine's weights while the student "
+                     "updates (vLLM sleep mode, GPU only; a no-op on the CPU build)")
+    kv_cache_memory_bytes: int | None = _f(None, "fixed KV-cache size in bytes instead of "
+                                           "gpu_memory_utilization (the CPU build and tests use this)")
+    enforce_eager: bool = _f(False, "disable CUDA graphs / compilation (slower decoding, faster start)")
+
+    def validate(self, prefix: str) -> None:
+        _check(0 < self.gpu_memory_utilization <= 1, f"{prefix}.gpu_memory_utilization",
+               f"must be in (0, 1], got {self.gpu_memory_utilization}")
+        _check(self.max_model_len is None or self.max_model_len >= 2, f"{prefix}.max_model_len",
+               f"must be >= 2 or null, got {self.max_model_len}")
+        _check(self.tensor_parallel_size >= 1, f"{prefix}.tensor_parallel_size",
+               f"must be >= 1, got {self.tensor_parallel_size}")
+        _check(self.kv_cache_memory_bytes is None or self.kv_cache_memory_bytes > 0,
+               f"{prefix}.kv_cache_memory_bytes", f"must be > 0 or null, got {self.kv_cache_memory_bytes}")
+
+
+ROLLOUT_BACKENDS = ("hf", "vllm")
 
 
 @dataclass
@@ -110,8 +149,14 @@ class RolloutConfig:
     max_new_tokens: int = _f(512, "maximum completion length")
     temperature: float = _f(1.0, "sampling temperature for rollouts")
     top_p: float = _f(1.0, "nucleus sampling threshold for rollouts")
+    backend: str = _f("hf", "sampling engine: hf (transformers generate) | vllm (a vLLM engine colocated in "
+                      "the training process, given the student's weights after every optimizer step; "
+                      "install the vllm extra)")
+    vllm: VLLMConfig = _f(factory=VLLMConfig, help="the colocated vLLM engine (rollout.backend: vllm)")
 
     def validate(self, prefix: str) -> None:
+        _check(self.backend in ROLLOUT_BACKENDS, f"{prefix}.backend", _choice_msg(self.backend, ROLLOUT_BACKENDS))
+        self.vllm.validate(f"{prefix}.vllm")
         _check(self.k >= 1, f"{prefix}.k", f"must be >= 1, got {self.k}")
         _check(self.max_new_tokens >= 1, f"{prefix}.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(self.temperature > 0, f"{prefix}.temperature", f"must be > 0, got {self.temperature}")
@@ -172,6 +217,21 @@ class VAOPDConfig:
         None, "run the teacher's real- and degraded-image passes as one batch of 2B rows (true) or as two "
         "forwards (false); null: batched on an accelerator, two forwards on CPU (no faster batched there in "
         "benchmarks/step_time.py, and half the activation memory)")
+    va_kind: str = _f("sampled", "how VA is scored wherever training uses it (VA-OPD and token_mask): sampled "
+                      "(the paper's Eq. 2: max(log p_T(y_t | image) - log p_T(y_t | degraded), 0) of the sampled "
+                      "token) | teacher_shift (not the paper's: a divergence between the teacher's full next-token "
+                      "distributions with the real and the degraded image at each position, see shift_divergence; a "
+                      "misread digit keeps its high score). Eval's mean VA always uses the paper's definition")
+    shift_divergence: str = _f("kl_real_degraded", "divergence for va_kind=teacher_shift: kl_real_degraded "
+                               "KL(p_real || p_degraded) | kl_degraded_real KL(p_degraded || p_real) | jsd "
+                               "(chosen default and measurements: README, VA variants)")
+    va_floor: float = _f(0.0, "VA values <= this are set to 0 before the rollout weights, the groups, the token "
+                         "mask and the training VA diagnostics (0: the paper). Not the paper's: on the demo teacher 68% "
+                         "of scaffold tokens get sampled VA in (0, 0.002] and every position a positive teacher_shift "
+                         "VA, so high_group=positive alone still admits them; 0.01 keeps the read-off digits (VA ~7)")
+    high_group: str = _f("fixed", "high-VA group of Eq. 5: fixed (the paper: the top ceil(top_frac x n) tokens, "
+                         "filled up with VA = 0 tokens when fewer have VA > 0) | positive (not the paper's: at most "
+                         "ceil(top_frac x n) tokens, all with VA > 0; an empty group's weight goes to the other)")
 
     def validate(self, prefix: str) -> None:
         _check(self.tau > 0, f"{prefix}.tau", f"must be > 0, got {self.tau}")
@@ -179,14 +239,24 @@ class VAOPDConfig:
         _check(0 < self.top_frac < 1, f"{prefix}.top_frac", f"must be in (0, 1), got {self.top_frac}")
         _check(self.degrade in DEGRADATIONS, f"{prefix}.degrade",
                f"expected one of {', '.join(DEGRADATIONS)}, got {self.degrade!r}")
-        _check(0 < self.pixelate_ratio <= 1, f"{prefix}.pixelate_ratio",
-               f"must be in (0, 1], got {self.pixelate_ratio}")
+        # Ratio 1 gives back the real image: VA would be 0 on every token and VA-OPD would have no signal.
+        _check(0 < self.pixelate_ratio < 1, f"{prefix}.pixelate_ratio",
+               f"must be in (0, 1) (1 leaves the image unchanged, so VA is 0 everywhere), got {self.pixelate_ratio}")
+        _check(self.va_kind in ("sampled", "teacher_shift"), f"{prefix}.va_kind",
+               _choice_msg(self.va_kind, ("sampled", "teacher_shift")))
+        _check(self.shift_divergence in ("kl_real_degraded", "kl_degraded_real", "jsd"), f"{prefix}.shift_divergence",
+               _choice_msg(self.shift_divergence, ("kl_real_degraded", "kl_degraded_real", "jsd")))
+        _check(self.va_floor >= 0 and math.isfinite(self.va_floor), f"{prefix}.va_floor",
+               f"must be a finite number >= 0, got {self.va_floor}")
+        _check(self.high_group in ("fixed", "positive"), f"{prefix}.high_group",
+               _choice_msg(self.high_group, ("fixed", "positive")))
 
 
 @dataclass
 class TokenMaskConfig:
     which: str = _f("none", "mask ablation (paper Section 2.2): drop the KL of the top | bottom | random "
-                    "fraction of tokens by VA, or none")
+                    "fraction of tokens by VA, or none; ties among equal VA (most tokens have VA = 0) are broken "
+                    "at random, seeded per step (what the Section 2.2 comparison needs: README, VA variants)")
     frac: float = _f(0.1, "fraction of each rollout's tokens whose KL is dropped")
 
     def validate(self, prefix: str) -> None:
@@ -236,7 +306,8 @@ class PAPOConfig:
         _check(self.gamma >= 0, f"{prefix}.gamma", f"must be >= 0, got {self.gamma}")
         _check(self.entropy_coef >= 0, f"{prefix}.entropy_coef", f"must be >= 0, got {self.entropy_coef}")
         _check(self.mask_patch >= 1, f"{prefix}.mask_patch", f"must be >= 1, got {self.mask_patch}")
-        _check(0 <= self.mask_prob <= 1, f"{prefix}.mask_prob", f"must be in [0, 1], got {self.mask_prob}")
+        _check(0 < self.mask_prob <= 1, f"{prefix}.mask_prob",
+               f"must be in (0, 1] (0 leaves the image unchanged: no perception signal), got {self.mask_prob}")
 
 
 @dataclass
@@ -275,6 +346,10 @@ class EvalConfig:
     measure_va: bool = _f(True, "also score eval rollouts under the teacher (real vs degraded) to log mean VA")
     stop_at_accuracy: float | None = _f(None, "stop training at the first periodic eval whose accuracy reaches "
                                         "this value; the final model is that step's (e.g. a partial cold start)")
+    best_metric: str | None = _f("eval/accuracy", "eval metric that picks the best checkpoint, kept besides the "
+                                 "last keep_last and named in <output_dir>/best.json: eval/accuracy | eval/mean_va | "
+                                 "eval/top10_va_share | eval/completion_len; null: keep no best checkpoint")
+    best_mode: str = _f("max", "max | min: whether a larger or a smaller best_metric is better")
 
     def validate(self, prefix: str) -> None:
         _check(self.every >= 0, f"{prefix}.every", f"must be >= 0, got {self.every}")
@@ -284,6 +359,11 @@ class EvalConfig:
                f"must be in (0, 1] or null, got {self.stop_at_accuracy}")
         _check(self.stop_at_accuracy is None or self.every > 0, f"{prefix}.stop_at_accuracy",
                "needs periodic evaluation (eval.every > 0)")
+        from vlm_opd.train.best import EVAL_METRICS
+
+        _check(self.best_metric is None or self.best_metric in EVAL_METRICS, f"{prefix}.best_metric",
+               _choice_msg(self.best_metric, EVAL_METRICS) + " or null")
+        _check(self.best_mode in ("max", "min"), f"{prefix}.best_mode", f"expected max|min, got {self.best_mode!r}")
 
 
 @dataclass
@@ -310,10 +390,18 @@ class TrainConfig:
     epochs: float = _f(1.0, "passes over the training prompts when steps is not set")
     prompts_per_step: int = _f(16, "prompts per optimizer step (global batch; each gets rollout.k rollouts)")
     grad_accum: int = _f(1, "micro-batches per optimizer step (prompts_per_step is split across them)")
-    mixed_precision: str = _f("auto", "auto (bf16 on GPU, none on CPU) | no | bf16 | fp16")
+    mixed_precision: str = _f("auto", "auto (bf16 on GPU, no on CPU) | no | bf16 | fp16: the compute dtype. bf16 "
+                              "runs the student's forward, sampling, teacher scoring and the chunked divergences "
+                              "under torch.autocast(bf16) on the float32 master weights (gradients and optimizer "
+                              "state stay float32); no computes in each model's own dtype")
     checkpoint_every: int = _f(0, "save a checkpoint every N steps (0: only at the end)")
-    keep_last: int = _f(2, "number of step checkpoints kept")
-    resume: str | None = _f(None, "latest (newest complete checkpoint in output_dir), a checkpoint path, or null")
+    keep_last: int = _f(2, "number of step checkpoints kept (the newest ones; the best one by eval.best_metric "
+                        "is kept besides them)")
+    resume: str | None = _f(None, "latest (newest intact checkpoint of this run in output_dir; a damaged one is "
+                            "reported and skipped), a checkpoint path of this run, or null. Keys that change what "
+                            "the run means (method, models, data, seed, steps, optim, ...) cannot change on resume")
+    overwrite: bool = _f(False, "start a new run in an output_dir that holds another run or other files: the "
+                         "previous run's files (checkpoints, final, metrics, ...) are removed first")
     log_every: int = _f(1, "write a metrics line every N steps")
     sample_every: int = _f(0, "log sample completions every N steps (0: never)")
     nan_policy: str = _f("stop", "on a NaN/inf loss or gradient: stop (keeping the last good checkpoint) "
@@ -340,6 +428,7 @@ class TrainConfig:
                    f"prompts_per_step ({self.prompts_per_step}) must be divisible by grad_accum x mini_batches "
                    f"({self.grad_accum} x {self.grpo.mini_batches}): each update takes whole prompt groups "
                    "from every micro-batch")
+        _check(str(self.output_dir).strip() != "", "output_dir", "must not be empty (name a directory)")
         _check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         _check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
@@ -473,7 +562,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_unique(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
     return key.split("."), value
@@ -508,15 +597,58 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (plain YAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    # Only the keys written in this mapping count; keys brought in by a `<<:` merge may be overridden.
+    explicit = [k for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node in explicit:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable key: let the normal constructor report it
+            break
+        if first is not None:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                              f"{first}){_where(node)}: each key may appear once per mapping")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+def _where(node: yaml.Node) -> str:
+    name = node.start_mark.name
+    return f" in {name}" if name and not name.startswith("<") else ""
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def safe_load_unique(text: str, name: str | None = None) -> Any:
+    """`yaml.safe_load` that raises ConfigError on a duplicate mapping key (naming key and lines)."""
+    loader = _UniqueKeyLoader(text)
+    if name:
+        loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors naming the file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_load_unique(p.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{p}: {err}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -294,14 +294,46 @@ def test_va_opd_edge_cases_and_validation():
 def test_va_token_mask_drops_the_right_tokens(which):
     _, va, mask = _batch(1, 30, 23, ties=True)
     va, mask = va[0].float(), mask[0]
-    keep = va_token_mask(va, mask, which=which, frac=0.1)
+    keep = va_token_mask(va, mask, which=which, frac=0.1, generator=torch.Generator().manual_seed(0))
     assert keep.dtype == mask.dtype
     for v_row, m_row, k_row in zip(va.tolist(), mask.tolist(), keep.tolist()):
         idx = _valid_positions(m_row)
+        dropped = [t for t in idx if not k_row[t]]
+        kept = [t for t in idx if k_row[t]]
+        assert all(not k_row[t] for t in range(23) if t not in idx)  # padding is never kept
+        assert len(dropped) == _n_drop(len(idx), 0.1)
+        # The dropped tokens are an extreme-VA set: none of them is less extreme than a kept one
+        # (which of several equal-VA tokens goes is a random tie-break, tested below).
         sign = -1 if which == "top" else 1
-        order = sorted(idx, key=lambda t: (sign * v_row[t], t))
-        dropped = set(order[: _n_drop(len(idx), 0.1)])
-        assert [bool(x) for x in k_row] == [t in idx and t not in dropped for t in range(23)]
+        ref = sorted(sign * v_row[t] for t in idx)[: len(dropped)]
+        assert sorted(sign * v_row[t] for t in dropped) == ref
+        if dropped and kept:
+            assert max(sign * v_row[t] for t in dropped) <= min(sign * v_row[t] for t in kept)
+
+
+@pytest.mark.parametrize("which", ["top", "bottom"])
+def test_va_token_mask_breaks_ties_at_random_not_by_position(which):
+    # 20 tokens with VA 0 and 2 with VA 5: "bottom" drops 2 of the zeros. By position it would
+    # always drop positions 0 and 1; with a random tie-break every zero is dropped about equally often.
+    va = torch.zeros(1, 22)
+    va[0, 10], va[0, 15] = 5.0, 5.0
+    mask = torch.ones(1, 22)
+    counts = torch.zeros(22)
+    for seed in range(400):
+        keep = va_token_mask(va, mask, which=which, frac=0.1, generator=torch.Generator().manual_seed(seed))
+        counts += 1 - keep[0]
+    if which == "top":  # ties among the two 5s: both dropped (n_drop = 2), the zeros never
+        assert counts[10] == counts[15] == 400 and counts.sum() == 800
+        return
+    assert counts[10] == counts[15] == 0
+    zeros = torch.cat([counts[:10], counts[11:15], counts[16:]])
+    # Each zero is dropped with probability 2/20 = 0.1: 40 of 400 expected, sd 6. A position-ordered
+    # tie-break gives 400, 400, 0, 0, ...
+    assert zeros.min() >= 15 and zeros.max() <= 70
+    # Same seed, same mask; the draw happens on the generator's device (CPU here) and moves to va's.
+    a = va_token_mask(va, mask, which=which, generator=torch.Generator().manual_seed(7))
+    b = va_token_mask(va, mask, which=which, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
 
 
 def test_va_token_mask_random_counts_and_determinism():

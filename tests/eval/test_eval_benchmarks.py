@@ -9,6 +9,7 @@ from vlm_opd.data.example import IMAGE_PLACEHOLDER
 from vlm_opd.errors import ConfigError, DataError
 from vlm_opd.eval import BENCHMARKS, get_benchmark
 from vlm_opd.eval.fixtures import write_fixture
+from vlm_opd.eval.scoring import OFFICIAL, OFFLINE
 
 ALL = list(BENCHMARKS)
 
@@ -50,7 +51,8 @@ def test_reference_and_wrong_completions_roundtrip(loaded, name):
     for ex in examples:
         right = bench.score(bench.reference_completion(ex), ex)
         wrong = bench.score(bench.wrong_completion(ex), ex)
-        assert (right.score, right.parsed, right.rule) == (1.0, True, "rule"), (ex.id, right)
+        expected_rule = OFFLINE if bench.uses_judge else OFFICIAL
+        assert (right.score, right.parsed, right.rule) == (1.0, True, expected_rule), (ex.id, right)
         assert wrong.score == 0.0, (ex.id, wrong)
 
 

@@ -28,12 +28,17 @@ class StubJudge(BaseHTTPRequestHandler):
             self.end_headers()
             return
         prompt = body["messages"][0]["content"]
-        if "[Standard Answer]" in prompt:
-            gold = re.search(r"\[Standard Answer\]: (.*)", prompt).group(1).strip()
-            got = re.search(r"\[Model Answer\]: (.*)", prompt).group(1).strip()
+        if "[Standard Answer]" in prompt:  # MathVerse's official scoring prompt: the last example is ours
+            gold = re.findall(r"\[Standard Answer\]: (.*)", prompt)[-1].strip()
+            got = re.findall(r"\[Model_answer\] : (.*)", prompt)[-1].strip()
             reply = "1" if gold == got else "0"
-        else:
-            response = prompt.rsplit("Model response:", 1)[1].rsplit("Extracted answer:", 1)[0].strip().strip("'")
+        else:  # an official extraction prompt: the response is the last block before "Extracted answer: "
+            body = prompt.rstrip()
+            body = body[: body.lower().rfind("extracted answer:")].rstrip()
+            if prompt.startswith("I am providing you"):  # MathVerse: "Model response: '<response>'"
+                response = body.rsplit("Model response:", 1)[1].strip().strip("'")
+            else:  # MathVista: "<query>\n\n<response>"
+                response = body.rsplit("\n\n", 1)[1]
             reply = extract_final_answer(response) or ""
             reply = re.sub(r"^\((\w)\).*", r"\1", reply)  # "(C) 60°" -> "C"
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
@@ -72,7 +77,7 @@ def test_judged_evaluation_records_rule_and_memoises(server, tmp_path, monkeypat
     b = res["benchmarks"]
     assert b["mathvista"]["results"]["avg@1"]["rules"] == {"judge:stub-grader": 4}
     assert b["mathverse"]["results"]["avg@1"]["rules"] == {"judge:stub-grader": 4}
-    assert b["ai2d"]["results"]["avg@1"]["rules"] == {"rule": 3}  # AI2D's protocol has no judge
+    assert b["ai2d"]["results"]["avg@1"]["rules"] == {"official": 3}  # AI2D's protocol has no judge
     assert b["mathvista"]["results"]["avg@1"]["score"] == pytest.approx(50.0)
     assert b["mathverse"]["results"]["avg@1"]["score"] == pytest.approx(75.0)
     assert res["settings"]["judge"] == "stub-grader"

@@ -92,7 +92,7 @@ def test_end_to_end_known_scores(specs, tmp_path):
     # Per item: id, completions, extracted answers, scores and the rule that scored them.
     item = next(i for i in bench["mathvista"]["items"] if i["id"] == "1")
     m = item["modes"]["avg@2"]
-    assert len(m["completions"]) == 2 and m["scores"] == [1.0, 1.0] and m["rule"] == ["rule", "rule"]
+    assert len(m["completions"]) == 2 and m["scores"] == [1.0, 1.0] and m["rule"] == ["offline-rule", "offline-rule"]
     assert m["extracted"] == ["60°", "60°"]
 
     on_disk = json.loads((tmp_path / "results.json").read_text())
@@ -101,8 +101,9 @@ def test_end_to_end_known_scores(specs, tmp_path):
     header = next(line for line in report.splitlines() if line.startswith("| Mode"))
     assert "| WeMath | MathVista | MathVerse | Math Avg | HalluB | AI2D | MMMU | MMStar | OCRBench | Visual Avg |" in header
     row = next(line for line in report.splitlines() if line.startswith("| avg@2"))
-    assert row.startswith("| avg@2 | 50.0 | 50.0 | 75.0 | 58.3 | 60.0 | 33.3 | 75.0 | 66.7 | 50.0 | 57.0 |")
-    assert "## Unparsed answers" in report and "| LogicVista | avg@2 | 6 | 8 | rule (8) |" in report
+    numbers = re.sub("[\u2020\u2021\u00a7*]", "", row)  # markers of numbers not comparable with the papers
+    assert numbers.startswith("| avg@2 | 50.0 | 50.0 | 75.0 | 58.3 | 60.0 | 33.3 | 75.0 | 66.7 | 50.0 | 57.0 |")
+    assert "## Unparsed answers" in report and "| LogicVista | avg@2 | 6 | 8 | offline-rule (8) |" in report
     for number in re.findall(r"\| (\d+\.\d) ", report):
         assert 0.0 <= float(number) <= 100.0
 

@@ -61,3 +61,28 @@ def test_gpu_less_multi_gpu_launch_is_refused(tmp_path, tiny_qwen2vl_dir):
         capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0
     assert "ACCELERATE_USE_CPU=1" in out.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_main_process_refusal(tmp_path, tiny_qwen2vl_dir):
+    """Under DDP the main process checks the output_dir and takes the lock; the others stop with its error."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("not a run")
+    cfg = {"method": "sft", "student": {"path": str(tiny_qwen2vl_dir)}, "data": {"train": "synthetic:4"},
+           "prompts_per_step": 2, "steps": 1, "sft": {"max_length": 24}, "output_dir": str(out)}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vlm_opd.cli", "train",
+         str(path), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode != 0
+    errors = [l for l in res.stderr.splitlines() if l.startswith("vlm-opd train: error:")]
+    assert len(errors) == 2 and len(set(errors)) == 1, res.stderr[-3000:]  # both processes, the same decision
+    assert "files that are not this run's: notes.txt" in errors[0]
+    # (accelerate's launcher prints its own traceback for a failed child; none comes from our processes)
+    assert "src/vlm_opd" not in res.stderr and "site-packages/vlm_opd" not in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no lock, run.json or config left behind

@@ -124,7 +124,7 @@ def test_bad_inputs_name_the_culprit(tmp_path, tiny_qwen2vl_dir, tiny_qwen25vl_d
     assert len(skipped) == 1 and "bad.png" in skipped[0] and result.steps == 2
     # a missing model
     with pytest.raises(ModelError, match="missing-model"):
-        trainer_mod.train(_cfg(tmp_path, tmp_path / "missing-model"), progress=False)
+        trainer_mod.train(_cfg(tmp_path / "m", tmp_path / "missing-model"), progress=False)
 
 
 def test_vocab_mismatch_is_refused(tmp_path, tiny_qwen2vl_dir):

@@ -7,7 +7,8 @@ positions are ignored, even if they are NaN or inf.
 Edge rules, shared by every function here:
 - a rollout with no valid token has mean VA 0 and loss 0, and still counts in averages over
   rollouts (as in Eq. 1's average);
-- VA ranks break ties by position: among equal VA the earlier token ranks first;
+- VA ranks break ties by position: among equal VA the earlier token ranks first (the paper does
+  not say; `va_token_mask` breaks ties at random instead, see there);
 - counts such as ceil(top_frac * T) are computed with a 1e-9 guard so that float round-off
   (0.07 * 100 = 7.000000000000001) does not add a token.
 """
@@ -35,6 +36,9 @@ from vlm_opd.algorithms._checks import (
 # Guard against float round-off in frac * count before ceil/floor (see module docstring).
 _COUNT_GUARD = 1e-9
 VA_MASK_CHOICES = ("top", "bottom", "random")
+HIGH_GROUP_CHOICES = ("fixed", "positive")
+# Divergences teacher_shift_va accepts (the chunked ones; see its docstring for the direction).
+SHIFT_DIVERGENCES = ("kl_real_degraded", "kl_degraded_real", "jsd")
 
 
 def visual_advantage(
@@ -66,6 +70,84 @@ def visual_advantage(
     dt = compute_dtype(teacher_logprobs_real, teacher_logprobs_degraded)
     diff = (teacher_logprobs_real.detach().to(dt) - teacher_logprobs_degraded.detach().to(dt)).clamp_min(0)
     return torch.where(valid, diff, torch.zeros_like(diff))
+
+
+def teacher_shift_va(
+    hidden_real: torch.Tensor,
+    hidden_degraded: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    mask: torch.Tensor,
+    divergence: str = "kl_real_degraded",
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Position-level visual advantage: how much the teacher's next-token distribution moves when
+    the image is degraded, `a_t = D(p_T(. | v, y_<t), p_T(. | v~, y_<t)) * mask`.
+
+    Unlike Eq. 2 (`visual_advantage`) it does not look at the sampled token, so a position where the
+    student wrote a wrong digit keeps the high score of a digit that must be read off the image. Not
+    the paper's definition (an option, `va_opd.va_kind: teacher_shift`). Divergences:
+    "kl_real_degraded" KL(p_real || p_degraded) (the default: large where the real-image teacher is
+    sure and the blind one is not, bounded by about -log p_degraded of what the teacher reads),
+    "kl_degraded_real" KL(p_degraded || p_real) (dominated by the real-image teacher's tiny tail
+    probabilities), "jsd" the Jensen-Shannon divergence (<= ln 2, saturates on every read token).
+    Divergences are >= 0, so nothing is clipped. Computed `chunk_size` valid rows at a time from the
+    final hidden states and the lm_head weight (`chunked_divergence`, no gradient), never `[N, V]`.
+
+    Args:
+        hidden_real: `[B, T, H]` teacher final hidden states at the positions predicting each
+            completion token, real image.
+        hidden_degraded: `[B, T, H]` the same with the degraded image.
+        lm_head_weight: `[V, H]` the teacher's output projection (no bias).
+        mask: `[B, T]` 1 for completion tokens.
+        divergence: one of SHIFT_DIVERGENCES.
+        chunk_size: rows per `[chunk, V]` logits block.
+
+    Returns:
+        `[B, T]` float32 (float64 for float64 inputs), 0 at masked positions, no gradient.
+    """
+    from vlm_opd.algorithms.chunked import chunked_divergence
+
+    fn = "teacher_shift_va"
+    check_choice(fn, "divergence", divergence, SHIFT_DIVERGENCES)
+    check_float(fn, "hidden_real", hidden_real)
+    check_float(fn, "hidden_degraded", hidden_degraded)
+    check_same_shape(fn, "hidden_real", hidden_real, "hidden_degraded", hidden_degraded)
+    check_ndim(fn, "hidden_real", hidden_real, 3, "[B, T, H]")
+    valid = as_valid(fn, mask, hidden_real[..., 0], "hidden_real[..., 0]")
+    dt = compute_dtype(hidden_real, hidden_degraded, lm_head_weight)
+    out = torch.zeros(valid.shape, dtype=dt, device=hidden_real.device)
+    if not bool(valid.any()):
+        return out
+    # chunked_divergence(student=a, teacher=b) with kind reverse_kl is KL(p_a || p_b).
+    a, b, kind = hidden_real, hidden_degraded, "reverse_kl"
+    if divergence == "kl_degraded_real":
+        a, b = hidden_degraded, hidden_real
+    elif divergence == "jsd":
+        kind = "jsd"
+    with torch.no_grad():
+        w = lm_head_weight.detach()
+        values = chunked_divergence(a.detach()[valid], w, b.detach()[valid], w, kind=kind, beta=0.5,
+                                    chunk_size=chunk_size)
+    out[valid] = values.to(dt).clamp_min(0)  # float round-off can give -1e-7 for identical rows
+    return out
+
+
+def floor_va(va: torch.Tensor, floor: float) -> torch.Tensor:
+    """VA with every value <= `floor` set to 0 (`va_opd.va_floor`; not the paper's, which is floor 0).
+
+    Measured on the demo teacher, 68% of the scaffold tokens get a tiny positive sampled-token VA
+    (99th percentile 0.0015 nats) from the teacher's wording shifting slightly with the image, and
+    every position gets a positive teacher_shift VA; a floor such as 0.01 turns those into exact zeros
+    so that `high_group: positive` and the rollout weights see only tokens that need the image.
+    `floor == 0` returns `va` unchanged (VA is >= 0). Shape-preserving, detached.
+    """
+    fn = "floor_va"
+    check_float(fn, "va", va)
+    check_nonnegative(fn, "floor", floor)
+    va = va.detach()
+    if floor == 0:
+        return va
+    return torch.where(va > floor, va, torch.zeros_like(va))
 
 
 def rollout_weights(mean_va: torch.Tensor, tau: float = 1.0, eps: float = 1e-6) -> torch.Tensor:
@@ -112,14 +194,22 @@ def _rank_among_valid(key: torch.Tensor, valid: torch.Tensor, descending: bool) 
     return torch.empty_like(order).scatter_(-1, order, positions)
 
 
-def _high_va_group(va: torch.Tensor, valid: torch.Tensor, top_frac: float) -> torch.Tensor:
-    """Bool `[..., T]`: the ceil(top_frac * n) highest-VA valid tokens, at least 1 and, when
-    n >= 2, at most n - 1 (so both groups are non-empty). A lone token is in the high group."""
+def _high_va_group(va: torch.Tensor, valid: torch.Tensor, top_frac: float, high_group: str = "fixed") -> torch.Tensor:
+    """Bool `[..., T]`: the high-VA group of each row.
+
+    "fixed" (paper Section 3.2): the ceil(top_frac * n) highest-VA valid tokens, at least 1 and,
+    when n >= 2, at most n - 1 (so both groups are non-empty); a lone token is in the high group.
+    When fewer tokens than that have VA > 0, the group is filled up with VA = 0 tokens (earliest
+    first). "positive": the same ranking and cap, but only tokens with VA > 0 (may be empty).
+    """
     n_valid = valid.sum(-1)
     n_high = torch.ceil(n_valid.to(torch.float64) * top_frac - _COUNT_GUARD).long().clamp_min(1)
     n_high = torch.where(n_valid >= 2, torch.minimum(n_high, n_valid - 1), n_valid)
     rank = _rank_among_valid(va, valid, descending=True)
-    return valid & (rank < n_high.unsqueeze(-1))
+    high = valid & (rank < n_high.unsqueeze(-1))
+    if high_group == "positive":
+        high = high & (va > 0)
+    return high
 
 
 def _masked_mean(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
@@ -136,9 +226,14 @@ def _grouped_loss(
     lam: float,
 ) -> torch.Tensor:
     """Eq. 5 per rollout given the high-VA group; `keep` (subset of valid) drops tokens from the
-    group means after the groups are fixed (a group emptied this way contributes 0)."""
+    group means after the groups are fixed (a group emptied this way contributes 0). A group that
+    is empty before `keep` (only with high_group="positive": no token has VA > 0) gives its weight
+    to the other group, so such a rollout's loss is its plain token mean."""
     low = valid & ~high
-    grouped = lam * _masked_mean(loss, high & keep) + (1.0 - lam) * _masked_mean(loss, low & keep)
+    lam_t = torch.full(loss.shape[:-1], lam, dtype=loss.dtype, device=loss.device)
+    lam_t = torch.where(high.any(-1), lam_t, torch.zeros_like(lam_t))
+    lam_t = torch.where(low.any(-1), lam_t, torch.ones_like(lam_t))
+    grouped = lam_t * _masked_mean(loss, high & keep) + (1.0 - lam_t) * _masked_mean(loss, low & keep)
     lone = _masked_mean(loss, keep)  # T == 1: the token's own loss, not lam times it
     return torch.where(valid.sum(-1) == 1, lone, grouped)
 
@@ -150,13 +245,15 @@ def grouped_token_loss(
     top_frac: float = 0.2,
     lam: float = 0.5,
     token_keep: torch.Tensor | None = None,
+    high_group: str = "fixed",
 ) -> torch.Tensor:
     """Token-level grouped loss, paper Eq. 5: `lam * mean(high) + (1 - lam) * mean(low)`.
 
     Among a rollout's n valid tokens the high-VA group is the ceil(top_frac * n) tokens of
     largest VA (at least 1, at most n - 1 when n >= 2; ties go to the earlier position); the
     rest form the low group. n == 1 gives that token's loss, n == 0 gives 0. Vectorised: a
-    stable sort per row, no Python loop over rollouts.
+    stable sort per row, no Python loop over rollouts. `high_group="positive"` (not the paper's)
+    keeps only tokens with VA > 0 in the high group; an empty group gives its weight to the other.
 
     Args:
         per_token_loss: `[B, T]` (any leading dims `[..., T]`), e.g. per-token reverse KL.
@@ -166,6 +263,7 @@ def grouped_token_loss(
         lam: weight of the high group in [0, 1].
         token_keep: optional `[B, T]` 0/1; tokens with 0 are removed from the group means after
             the groups are decided (mask ablation).
+        high_group: "fixed" (paper) or "positive" (see `_high_va_group`).
 
     Returns:
         `[B]` float32 (float64 for float64 inputs).
@@ -177,13 +275,14 @@ def grouped_token_loss(
     valid = as_valid(fn, mask, per_token_loss, "per_token_loss")
     check_open_unit(fn, "top_frac", top_frac)
     check_closed_unit(fn, "lam", lam)
+    check_choice(fn, "high_group", high_group, HIGH_GROUP_CHOICES)
     if per_token_loss.dim() == 0:
         raise ValueError(f"{fn}: per_token_loss needs a token dimension, got a 0-D tensor")
     keep = valid if token_keep is None else valid & as_valid(fn, token_keep, per_token_loss, "per_token_loss")
     va_d = va.detach()
     check_finite_where(fn, "va", va_d, valid)
     loss = per_token_loss.to(compute_dtype(per_token_loss, va))
-    return _grouped_loss(loss, _high_va_group(va_d, valid, top_frac), valid, keep, lam)
+    return _grouped_loss(loss, _high_va_group(va_d, valid, top_frac, high_group), valid, keep, lam)
 
 
 def opd_loss(per_token_kl: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -219,6 +318,7 @@ def va_opd_loss(
     reweight: bool = True,
     grouped: bool = True,
     token_keep: torch.Tensor | None = None,
+    high_group: str = "fixed",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """VA-OPD objective, paper Eq. 6: mean over prompts of `sum_k w_k * L_k`.
 
@@ -238,6 +338,9 @@ def va_opd_loss(
         grouped: use the grouped token loss (else the rollout token mean).
         token_keep: optional `[P, K, T]` 0/1; removes tokens from the loss after VA grouping and
             rollout weights are decided (paper Section 2.2 mask ablation).
+        high_group: "fixed" (the paper: the top ceil(top_frac * n), filled up with VA = 0 tokens
+            when fewer are positive) or "positive" (only VA > 0 tokens; an empty group's weight
+            goes to the other group).
 
     Returns:
         (scalar loss, diagnostics) with python floats:
@@ -246,7 +349,9 @@ def va_opd_loss(
         mean over prompts of the entropy and of the largest of the rollout weights; `kl_high`,
         `kl_low`, `kl_mean` token means of the KL over the high group, the low group and all
         valid tokens (groups as defined by top_frac, whether or not `grouped`, ignoring
-        token_keep); `frac_va_positive` fraction of valid tokens with VA > 0.
+        token_keep); `frac_va_positive` fraction of valid tokens with VA > 0; `frac_high` fraction
+        of valid tokens in the high group; `frac_high_va_zero` fraction of the high group's tokens
+        with VA = 0 (padding the paper's fixed-size group; always 0 with "positive").
     """
     fn = "va_opd_loss"
     check_float(fn, "per_token_kl", per_token_kl)
@@ -257,6 +362,7 @@ def va_opd_loss(
     check_positive(fn, "tau", tau)
     check_open_unit(fn, "top_frac", top_frac)
     check_closed_unit(fn, "lam", lam)
+    check_choice(fn, "high_group", high_group, HIGH_GROUP_CHOICES)
     keep = valid if token_keep is None else valid & as_valid(fn, token_keep, per_token_kl, "per_token_kl")
 
     dt = compute_dtype(per_token_kl, va)
@@ -271,7 +377,7 @@ def va_opd_loss(
         weights = rollout_weights(mean_va, tau=tau)
     else:
         weights = torch.full_like(mean_va, 1.0 / max(k, 1))
-    high = _high_va_group(va_d, valid, top_frac)
+    high = _high_va_group(va_d, valid, top_frac, high_group)
     if grouped:
         per_rollout = _grouped_loss(kl, high, valid, keep, lam)  # [P, K]
     else:
@@ -304,6 +410,8 @@ def va_opd_loss(
             "kl_low": float(kl_d[low].sum()) / max(int(low.sum()), 1),
             "kl_mean": float(kl_d.sum()) / max(n_valid, 1),
             "frac_va_positive": float((va_values > 0).sum()) / max(n_valid, 1),
+            "frac_high": float(high.sum()) / max(n_valid, 1),
+            "frac_high_va_zero": float((high & (va_d <= 0)).sum()) / max(int(high.sum()), 1),
         }
     return loss, diags
 
@@ -319,15 +427,19 @@ def va_token_mask(
 
     Of a rollout's n valid tokens, round(frac * n) are dropped (halves round up), but at least
     1 and at most n - 1 when n >= 2, and none when n <= 1 (a rollout never loses all its
-    tokens). Which ones: "top" the highest VA, "bottom" the lowest VA (ties: the earlier
-    position is dropped first), "random" a uniform random subset drawn with `generator`.
+    tokens). Which ones: "top" the highest VA, "bottom" the lowest VA, "random" a uniform random
+    subset. Ties among equal VA are broken at random with `generator` (most tokens have VA = 0
+    exactly, so "bottom" would otherwise drop the earliest scaffold tokens: a choice by position,
+    not "the lowest-VA 10%"); the paper (Section 2.2) does not say how it broke ties.
 
     Args:
         va: `[B, T]` visual advantage.
         mask: `[B, T]` 1 for completion tokens.
         which: "top", "bottom" or "random".
         frac: fraction to drop, in (0, 1).
-        generator: torch.Generator for "random" (on va's device); None uses the global RNG.
+        generator: torch.Generator for the random draws (on any device; the draws are made on the
+            generator's device and moved to va's, so a CPU generator works for CUDA tensors and the
+            same seed gives the same mask on every device); None uses the global CPU RNG.
 
     Returns:
         `[B, T]` keep-mask in mask's dtype: 1 for valid tokens that stay, 0 elsewhere.
@@ -342,12 +454,16 @@ def va_token_mask(
     n_valid = valid.sum(-1)
     n_drop = torch.floor(n_valid.to(torch.float64) * frac + 0.5 + _COUNT_GUARD).long()
     n_drop = torch.where(n_valid >= 2, n_drop.clamp(min=1).minimum(n_valid - 1), torch.zeros_like(n_valid))
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    key = torch.rand(va.shape, generator=generator, device=draw_device).to(va.device)
     if which == "random":
-        key = torch.rand(va.shape, generator=generator, device=va.device)
         rank = _rank_among_valid(key, valid, descending=False)
     else:
         va_d = va.detach()
         check_finite_where(fn, "va", va_d, valid)
-        rank = _rank_among_valid(va_d, valid, descending=(which == "top"))
+        # Random tie-break: visit positions in a random order, then sort stably by VA.
+        perm = torch.argsort(key, dim=-1)
+        rank_perm = _rank_among_valid(va_d.gather(-1, perm), valid.gather(-1, perm), descending=(which == "top"))
+        rank = torch.empty_like(rank_perm).scatter_(-1, perm, rank_perm)
     keep = valid & ~(rank < n_drop.unsqueeze(-1))
     return keep.to(mask.dtype)

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny step counts: checks the pipeline in about a minute "
                    "(the numbers mean nothing)")
     p.add_argument("--seed", type=int, default=0, help="seed of the student's cold start, distillation and evaluation")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2: one full demo per seed in "
+                   "--out/seed-N (teacher trained once and shared), plus a summary report with per-method means, "
+                   "95%% t-intervals and paired differences to OPD (overrides --seed)")
     p.add_argument("--grpo", action="store_true", help="also run GRPO from the same student for the same steps")
     p.add_argument("--cache-dir", default=None, help="teacher cache root (default: VLM_OPD_CACHE or ~/.cache/vlm-opd)")
     p.set_defaults(func=run)
@@ -27,6 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vlm_opd.demo import run_demo
+
+    if args.seeds is not None:
+        from pathlib import Path
+
+        from vlm_opd.demo.seeds import parse_seeds, run_demo_seeds
+
+        seeds = parse_seeds(args.seeds)
+        run_demo_seeds(args.out, seeds, quick=args.quick, with_grpo=args.grpo, cache_dir=args.cache_dir)
+        print(f"report: {Path(args.out).resolve() / 'report.md'}")
+        return 0
 
     result = run_demo(args.out, quick=args.quick, seed=args.seed, with_grpo=args.grpo, cache_dir=args.cache_dir)
     print(f"report: {result.report_path}")

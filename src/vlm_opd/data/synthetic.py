@@ -100,6 +100,16 @@ class SynthConfig:
         filler_skew: Zipf exponent of the filler's word choices: option i of each slot has weight
             1 / (i + 1) ** filler_skew (default 0: uniform). A different phrasing habit over the
             same words, e.g. for a student cold-started in its own style (`DemoRecipe.student_task`).
+        shortcut: a language shortcut (default 0: off). When > 0 every question ends with a hint,
+            "A note on the chart says the answer is H.", and on the "train" and "all" splits H is the
+            true answer with probability `shortcut`; otherwise (and always when it is not) H is the
+            answer of an independent draw of values for the same task, so H carries no information.
+            A blind answerer that copies H scores about `shortcut` on those splits (well above the
+            ~11% of always answering the most common sum), without reading anything.
+        shortcut_eval: the same probability on the "eval" split (default 0: the held-out split where
+            the shortcut fails and only reading helps; set it to `shortcut` to evaluate with the
+            shortcut intact). Only used when `shortcut` > 0. The images, values and reference chains
+            are those of the task without the knob; only the question's last sentence is added.
     """
 
     num_values: int = 3
@@ -110,6 +120,8 @@ class SynthConfig:
     holdout: str = "values"
     filler_sentences: int = 0
     filler_skew: float = 0.0
+    shortcut: float = 0.0
+    shortcut_eval: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.num_values, bool) or self.num_values not in (2, 3):
@@ -142,6 +154,10 @@ class SynthConfig:
         sk = self.filler_skew
         if isinstance(sk, bool) or not isinstance(sk, (int, float)) or not 0.0 <= sk <= 10.0:
             raise ConfigError(f"synthetic: filler_skew must be a number in [0, 10], got {sk!r}")
+        for name in ("shortcut", "shortcut_eval"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"synthetic: {name} must be a probability in [0, 1], got {v!r}")
         _check_labels_fit(self)
 
 
@@ -462,19 +478,43 @@ def _sample_spec(cfg: SynthConfig, seed: int, split: str, index: int) -> _Spec:
     # prefix of generate(n + 1). String seeds are hashed with sha512: stable across processes.
     rng = random.Random(f"vlm-opd-synth|{seed}|{split}|{index}")
     task = rng.choice(cfg.tasks)
+    values = _draw_values(cfg, seed, task, split, rng)
+    return _Spec(task, tuple(values), rng.getrandbits(32))
+
+
+def _draw_values(cfg: SynthConfig, seed: int, task: str, split: str, rng: random.Random) -> tuple[int, ...]:
     eligible = _eligible(cfg, seed, task, split)
     if eligible is not None:
-        values = rng.choice(eligible)
-    else:
-        lo, hi = cfg.value_range
-        n = _values_count(task, cfg.num_values)
-        for _ in range(_MAX_TRIES):
-            values = tuple(rng.randint(lo, hi) for _ in range(n))
-            if _accept(cfg, seed, task, split, values):
-                break
-        else:  # pragma: no cover - needs holdout_fraction within ~1e-4 of 0 or 1
-            raise ConfigError(f"synthetic: could not draw a valid {split!r} combination for task {task!r}")
-    return _Spec(task, tuple(values), rng.getrandbits(32))
+        return tuple(rng.choice(eligible))
+    lo, hi = cfg.value_range
+    n = _values_count(task, cfg.num_values)
+    for _ in range(_MAX_TRIES):
+        values = tuple(rng.randint(lo, hi) for _ in range(n))
+        if _accept(cfg, seed, task, split, values):
+            return values
+    # pragma: no cover - needs holdout_fraction within ~1e-4 of 0 or 1
+    raise ConfigError(f"synthetic: could not draw a valid {split!r} combination for task {task!r}")
+
+
+SHORTCUT_HINT = " A note on the chart says the answer is {hint}."
+
+
+def _question(cfg: SynthConfig, seed: int, split: str, index: int, spec: _Spec) -> tuple[str, dict[str, Any]]:
+    """The question text of example `index` and its shortcut meta ({} without `shortcut`).
+
+    The hint comes from a stream of its own (like the filler), so the task, values and style of the
+    example are those of the task without the knob."""
+    question = _QUESTIONS[spec.task]
+    if not cfg.shortcut:
+        return question, {}
+    rng = random.Random(f"vlm-opd-synth-shortcut|{seed}|{split}|{index}")
+    p = cfg.shortcut_eval if split == "eval" else cfg.shortcut
+    answer = reference_solution(spec.task, spec.values)[1]
+    if rng.random() < p:
+        hint = answer
+    else:  # the answer of an independent draw: the hint's marginal is the answer's, but it says nothing
+        hint = reference_solution(spec.task, _draw_values(cfg, seed, spec.task, split, rng))[1]
+    return question + SHORTCUT_HINT.format(hint=hint), {"hint": int(hint), "hint_is_answer": hint == answer}
 
 
 def _check_count(n: Any, name: str) -> int:
@@ -498,11 +538,12 @@ def generate(n: int, seed: int = 0, *, split: str = "all", **knobs: Any) -> list
         split: "all" draws from every (task, values) combination; "train" only from combinations
             not held out, "eval" only from held-out ones (see `make_splits`).
         **knobs: fields of `SynthConfig`: num_values, value_range, tasks, image_size,
-            holdout_fraction, holdout, filler_sentences, filler_skew.
+            holdout_fraction, holdout, filler_sentences, filler_skew, shortcut, shortcut_eval.
 
     Returns:
         Examples with one RGB image each; `problem` starts with the `<image>` marker, `answer` is
-        the integer result, `solution` the reference chain, `meta` holds `task` and `values`.
+        the integer result, `solution` the reference chain, `meta` holds `task` and `values` (and,
+        with `shortcut`, the stated `hint` and `hint_is_answer`).
     """
     n = _check_count(n, "n")
     seed = _check_seed(seed)
@@ -517,14 +558,15 @@ def generate(n: int, seed: int = 0, *, split: str = "all", **knobs: Any) -> list
         image = render_diagram(
             spec.task, spec.values, image_size=cfg.image_size, style_seed=spec.style_seed, max_digits=digits
         )
+        question, shortcut_meta = _question(cfg, seed, split, index, spec)
         examples.append(
             Example(
-                problem=IMAGE_PLACEHOLDER + _QUESTIONS[spec.task],
+                problem=IMAGE_PLACEHOLDER + question,
                 images=[image],
                 answer=answer,
                 solution=solution,
                 id=f"synth-{seed}-{split}-{index:06d}",
-                meta={"task": spec.task, "values": list(spec.values)},
+                meta={"task": spec.task, "values": list(spec.values), **shortcut_meta},
             )
         )
     return examples
@@ -560,7 +602,7 @@ def corpus_texts(n: int, seed: int = 0, **knobs: Any) -> list[str]:
     texts = []
     for index in range(n):
         spec = _sample_spec(cfg, seed, "all", index)
-        texts.append(_QUESTIONS[spec.task])
+        texts.append(_question(cfg, seed, "all", index, spec)[0])
         texts.append(reference_solution(spec.task, spec.values, _filler(cfg, seed, "all", index))[0])
     return texts
 

@@ -121,7 +121,10 @@ def run_parallel(runs: list[Run], config_dir: Path, *, jobs: int = 2, threads: i
                 while pending and len(active) < jobs:
                     run = pending.pop(0)
                     log = open(run.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed when the run ends
-                    cmd = [sys.executable, "-m", "vlm_opd.cli", "train", str(run.config_path), "--no-progress"]
+                    # A demo rerun in the same --out replaces its earlier runs (a run refuses a used
+                    # output_dir unless told so).
+                    cmd = [sys.executable, "-m", "vlm_opd.cli", "train", str(run.config_path), "--no-progress",
+                           "overwrite=true"]
                     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(threads))
                     active[run.name] = (run, proc, log, time.time())
                     progress.start_task(tasks[run.name])

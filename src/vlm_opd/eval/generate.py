@@ -54,8 +54,11 @@ def make_generate_fn(
     top_p: float = 1.0,
     batch_prompts: int = 8,
     system_prompt: str | None = None,
+    backend=None,
 ):
     """A runner `generate_fn` sampling with `lm` through `vlm_opd.rollout.sample`.
+
+    `backend` is the sampling engine (None: transformers generate; a `VLLMBackend` for vLLM).
 
     `generate_fn(examples, k, temperature, greedy, seed)` returns k completions per example, sampling
     at most `batch_prompts` prompts (`batch_prompts * k` rows) per `sample` call. Rows are seeded per
@@ -77,7 +80,8 @@ def make_generate_fn(
             with torch.no_grad():
                 rollout = sample(lm, chunk, k=k, max_new_tokens=max_new_tokens,
                                  temperature=1.0 if greedy else temperature, top_p=top_p, seed=seed,
-                                 greedy=greedy, system_prompt=system_prompt)
+                                 greedy=greedy, system_prompt=system_prompt, backend=backend,
+                                 score_policy=False)
             out.extend(rollout.texts[i * k:(i + 1) * k] for i in range(len(chunk)))
             stats["tokens"] += int(rollout.completion_mask.sum())
             stats["unfinished"] += int((~rollout.finished).sum())
@@ -131,6 +135,26 @@ class ModelSource:
             st = f.stat()
             h.update(f"\0{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
+
+
+def trained_generation_length(run_config: dict[str, Any] | None) -> tuple[int, str] | None:
+    """The completion length a training run's student was trained to produce, and the key it came from.
+
+    Methods that sample the student (opd, va_opd, grpo, papo, vold): `rollout.max_new_tokens`. SFT / KD
+    train on targets of up to `sft.max_length` tokens. None when there is no run config (a plain model
+    directory or a hub name) or it names neither.
+    """
+    if not run_config:
+        return None
+    method = run_config.get("method")
+    if method in ("sft", "kd"):
+        section, key = "sft", "max_length"
+    else:
+        section, key = "rollout", "max_new_tokens"
+    value = (run_config.get(section) or {}).get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value, f"{section}.{key} of the training run (method {method})"
 
 
 def _read_run_config(path: Path) -> dict[str, Any] | None:

@@ -1,7 +1,10 @@
 """Optional LLM judge: an OpenAI-compatible chat-completions endpoint, called with `urllib`.
 
-MathVista and MathVerse officially read answers with an LLM (GPT-4 / GPT-4o) instead of rules. With a
-`JudgeConfig` the evaluation does the same; without one (the default) their rule scorers are used. Every
+MathVista, MathVerse and LogicVista officially read answers with an LLM (GPT-4 / GPT-4o) before their
+rule scorers (MathVerse also judges with it), and HallusionBench has GPT-4 judge every answer. With a
+`JudgeConfig` the evaluation sends the official prompts (each benchmark's module holds its own) and scores
+the replies with the official rules; without one (the default) a documented offline rule stands in and
+the items are tagged "offline-rule". Every
 judged result records `rule = "judge:<model>"`. Replies are memoised in a JSONL file keyed by model and
 prompt, so a resumed evaluation never pays for the same call twice.
 """
@@ -14,6 +17,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +69,19 @@ class JudgeConfig:
         return f"judge:{self.model}"
 
 
+def _warn_plain_http(config: JudgeConfig) -> None:
+    """Warn when the API key would travel unencrypted (plain http:// to a host other than this machine)."""
+    from urllib.parse import urlsplit
+
+    if not config.api_key_env or not config.url.startswith("http://"):
+        return
+    host = (urlsplit(config.url).hostname or "").lower()
+    if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+        return
+    warnings.warn(f"judge: {config.url} is plain http://: the API key in {config.api_key_env} is sent unencrypted "
+                  f"to {host}; use https:// (or --judge-key-env none if that server needs no key)", stacklevel=3)
+
+
 class Judge:
     """Calls the judge with greedy decoding and memoises replies (in memory and, if given, on disk)."""
 
@@ -73,13 +90,14 @@ class Judge:
         self.cache_path = Path(cache_path) if cache_path else None
         self._memo: dict[str, str] = {}
         self.calls = 0  # HTTP requests that succeeded; tests use it to check memoisation
+        _warn_plain_http(config)
         if self.cache_path and self.cache_path.exists():
-            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
+            for raw in self.cache_path.read_bytes().splitlines():
                 try:
-                    rec = json.loads(line)
+                    rec = json.loads(raw.decode("utf-8"))
                     self._memo[rec["key"]] = rec["reply"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a torn last line from an interrupted run; the call is simply redone
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a torn or damaged line (e.g. an interrupted run): the call is simply redone
 
     @property
     def rule(self) -> str:
@@ -140,49 +158,3 @@ class Judge:
             f"judge {cfg.model} at {cfg.endpoint} failed after {cfg.max_retries + 1} attempt(s): {last_error}. "
             "Generated completions are cached; rerun the same command to resume."
         )
-
-
-# ----------------------------------------------------------------- prompts (written for this project)
-
-MATHVISTA_EXTRACT_PROMPT = """You read a model's response to a visual math question and copy out its final answer.
-Reply with the answer only: an option's text or letter for multiple choice, a bare number for numeric
-questions (no units), a Python list such as [1, 2] for list answers. If the response gives no answer,
-reply with nothing.
-
-Question: What is the value of x in the figure?
-Model response: The two angles are supplementary, so x = 180 - 65 = 115. The answer is 115 degrees.
-Extracted answer: 115
-
-Question: Which option is correct?
-Choices: (A) larger than (B) equal to (C) smaller than
-Model response: Comparing the slopes at both points, they are the same, so the answer is (B) equal to.
-Extracted answer: B
-
-Question: Between which two years is the maximum? Answer with a Python list.
-Model response: The peak lies between 2007 and 2008.
-Extracted answer: [2007, 2008]
-
-{query}
-Model response: {response}
-Extracted answer:"""
-
-MATHVERSE_EXTRACT_PROMPT = """Copy out the final answer of the model response below. Reply with the answer only
-(an option letter, a number, an expression or an interval as written); reply "null" if there is no answer.
-
-Model response: 'Hence the perimeter is approximately 22.3 meters.'
-Extracted answer: 22.3
-
-Model response: 'So the intersection points give the solutions, which is option D.'
-Extracted answer: D
-
-Model response: '{response}'
-Extracted answer:"""
-
-MATHVERSE_SCORE_PROMPT = """Decide whether a model's extracted answer matches the standard answer of a math question.
-For multiple choice the chosen option must be the standard one. For other questions the answers match if they
-have the same meaning (for example 0.5 m and 50 cm). Reply with a single digit: 1 if they match, 0 if not.
-
-[Question]: {question}
-[Standard Answer]: {answer}
-[Model Answer]: {extraction}
-Judgement:"""

@@ -32,7 +32,7 @@ from vlm_opd.errors import ConfigError, DataError, ModelError
 from vlm_opd.eval.benchmarks import Benchmark, get_benchmark
 from vlm_opd.eval.io import atomic_write_text
 from vlm_opd.eval.judge import Judge, JudgeConfig
-from vlm_opd.eval.report import write_report
+from vlm_opd.eval.report import comparability, write_report
 from vlm_opd.eval.scoring import ItemScore
 
 GenerateFn = Callable[[list[Example], int, float, bool, int], list[list[str]]]
@@ -77,6 +77,22 @@ def batch_seed(seed: int, key: str, mode: DecodeMode, first_id: str) -> int:
     return int(digest[:8], 16)
 
 
+def _record_problem(rec: Any, header: bool) -> str | None:
+    """What is wrong with one parsed cache line (None if it has the expected shape)."""
+    if not isinstance(rec, dict):
+        return f"expected a JSON object, got {type(rec).__name__}"
+    if header:
+        return None if isinstance(rec.get("header"), dict) else "expected the header object {\"header\": {...}}"
+    if not isinstance(rec.get("id"), str):
+        return "expected an object with a string id"
+    if not isinstance(rec.get("fingerprint"), str):
+        return f"item {rec['id']!r} has no fingerprint"
+    comps = rec.get("completions")
+    if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+        return f"item {rec['id']!r}: completions must be a list of strings"
+    return None
+
+
 class CompletionCache:
     """Append-only JSONL of {id, fingerprint, completions}, behind one header line with the setting."""
 
@@ -93,20 +109,24 @@ class CompletionCache:
             self._append_lines([json.dumps({"header": header})])
 
     def _load(self) -> None:
-        text = self.path.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        complete = text.endswith("\n")
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        complete = data.endswith(b"\n")
         if complete:
             lines = lines[:-1]
         parsed: list[dict] = []
-        for i, line in enumerate(lines):
+        for i, raw in enumerate(lines):
             try:
-                parsed.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
+                parsed.append(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                if i == len(lines) - 1:  # torn last line of an interrupted append
                     self.discarded_lines += 1
                     continue
-                raise DataError(f"cache {self.path} line {i + 1} is corrupt; delete the file to regenerate it") from None
+                what = "is not UTF-8" if isinstance(err, UnicodeDecodeError) else "is not valid JSON"
+                raise DataError(f"cache {self.path} line {i + 1} {what}; delete the file to regenerate it") from None
+            problem = _record_problem(parsed[-1], header=i == 0)
+            if problem:
+                raise DataError(f"cache {self.path} line {i + 1}: {problem}; delete the file to regenerate it")
         if not parsed or "header" not in parsed[0]:
             raise DataError(f"cache {self.path} has no header line; delete the file to regenerate it")
         if parsed[0]["header"] != self.header:
@@ -171,7 +191,7 @@ def _score_mode(bench: Benchmark, examples: list[Example], completions: dict[str
     use_judge = judge if bench.uses_judge else None
     scored: list[list[ItemScore]] = []
     for ex in examples:
-        scored.append([bench.score(c, ex, use_judge) for c in completions[ex.id]])
+        scored.append([bench.score_item(c, ex, use_judge) for c in completions[ex.id]])
     runs = [bench.run_metrics(examples, [s[j] for s in scored]) for j in range(mode.k)]
     metrics = _mean_dicts([m for m, _ in runs])
     counts = _mean_dicts([c for _, c in runs])
@@ -187,6 +207,8 @@ def _score_mode(bench: Benchmark, examples: list[Example], completions: dict[str
         "n_unparsed": sum(not s.parsed for s in flat),
         "rules": dict(Counter(s.rule for s in flat)),
     }
+    # Comparable with the papers only if every completion was scored by the official rule or a judge.
+    summary.update(comparability(summary["rules"], bench.group))
     items = []
     for ex, item_scores in zip(examples, scored):
         items.append({
@@ -260,6 +282,8 @@ def evaluate(
     judge: JudgeConfig | None = None,
     progress: bool = True,
     seed: int = 0,
+    lenient: bool = False,
+    model_info: dict[str, Any] | None = None,
 ) -> dict:
     """Evaluate `generate_fn` on `benchmarks`; write results.json and report.md to `out_dir`.
 
@@ -272,10 +296,15 @@ def evaluate(
         batch_size: examples per `generate_fn` call; the cache is made durable after each call.
         out_dir: where caches, results.json and report.md go; reuse it to resume.
         limit: evaluate only the first `limit` items of each benchmark.
-        judge: LLM judge for the benchmarks whose protocol uses one (MathVista, MathVerse); None uses
-            their rule scorers.
+        judge: LLM judge for the benchmarks whose protocol uses one (`uses_judge`: MathVista, MathVerse,
+            HallusionBench, ...); None uses their offline rule scorers.
         progress: show a rich progress bar.
         seed: base seed; each batch gets `batch_seed(seed, benchmark, setting, first item id)`.
+        lenient: score multiple-choice items with the explicit lenient parser
+            (`benchmarks.base.score_lenient_choice`) instead of each benchmark's official rule. Those
+            numbers are tagged "lenient" and marked not comparable with the papers.
+        model_info: what was evaluated (model, max_new_tokens and where it came from, ...), recorded
+            under results["settings"]["model"] and shown in the report.
 
     Returns:
         The results dictionary written to results.json (see `report.summarize` for the summary part).
@@ -292,10 +321,14 @@ def evaluate(
         benchmarks = [benchmarks]
     if not benchmarks:
         raise ConfigError("no benchmarks to evaluate")
-    out_dir = Path(out_dir)
+    from vlm_opd.train.run_dir import check_dir_path
+
+    out_dir = check_dir_path(out_dir, "out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     benches: list[Benchmark] = [b if isinstance(b, Benchmark) else get_benchmark(str(b)) for b in benchmarks]
+    for b in benches:
+        b.lenient = bool(lenient)
     keys = [_result_key(b) for b in benches]
     dupes = [k_ for k_, n in Counter(keys).items() if n > 1]
     if dupes:
@@ -310,7 +343,8 @@ def evaluate(
     results: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "settings": {"k": k, "temperature": temperature, "greedy_pass1": greedy_pass1, "batch_size": batch_size,
-                     "limit": limit, "seed": seed, "judge": judge.model if judge else None},
+                     "limit": limit, "seed": seed, "judge": judge.model if judge else None,
+                     "lenient": bool(lenient), **({"model": model_info} if model_info else {})},
         "modes": [m.label for m in modes],
         "benchmarks": {},
     }

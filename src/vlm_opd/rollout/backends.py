@@ -2,15 +2,17 @@
 
 A backend turns left-padded prompt inputs into completion ids plus the log-probs of each sampled
 token. `HFGenerateBackend` drives transformers' `generate` (KV cache, batched, stops when every row
-hit EOS); a vLLM backend can implement the same `generate` signature later without touching callers.
+hit EOS); `vllm_backend.VLLMBackend` implements the same signature on a vLLM engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+from PIL import Image
 
 from vlm_opd.models.loading import LoadedModel
 
@@ -49,11 +51,14 @@ class SamplerBackend(Protocol):
         suppress_token_ids: tuple[int, ...],
         eos_token_ids: tuple[int, ...],
         pad_token_id: int,
+        row_images: Sequence[Sequence[Image.Image]] | None = None,
     ) -> SampleOutput:
         """Sample one completion per row of `inputs` (left-padded `input_ids [B, Lp]`, ...).
 
         `row_keys` (`[B]` int64) makes sampling reproducible per row: a row's tokens depend only on
         its key and its own logits, not on the other rows of the batch. None = backend's own RNG.
+        `row_images[b]` are row b's images as the processor saw them (engines that process images
+        themselves, such as vLLM, need them; backends fed `pixel_values` ignore them).
         """
         ...
 
@@ -181,6 +186,7 @@ class HFGenerateBackend:
         suppress_token_ids: tuple[int, ...],
         eos_token_ids: tuple[int, ...],
         pad_token_id: int,
+        row_images: Sequence[Sequence[Image.Image]] | None = None,  # noqa: ARG002 (pixel_values are in inputs)
     ) -> SampleOutput:
         from transformers import GenerationConfig, LogitsProcessorList
 

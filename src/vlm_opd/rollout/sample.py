@@ -78,6 +78,12 @@ def _encode_images_once(
     return out
 
 
+def _row_images(examples: Sequence[Example], index: torch.Tensor) -> list[list]:
+    """Row b's images (RGB, as `encode_prompts` hands them to the processor)."""
+    per_prompt = [[im if im.mode == "RGB" else im.convert("RGB") for im in ex.images] for ex in examples]
+    return [per_prompt[p] for p in index.tolist()]
+
+
 def row_keys(seed: int, examples: Sequence[Example], k: int) -> torch.Tensor:
     """`[P * k]` int64 sampling keys: a pure function of (seed, example id, problem text, sample index).
 
@@ -116,6 +122,7 @@ def sample(
     *,
     system_prompt: str | None = None,
     backend: SamplerBackend | None = None,
+    score_policy: bool = True,
 ) -> Rollout:
     """Sample `k` completions for each example (batched; K siblings of a prompt are contiguous).
 
@@ -137,6 +144,8 @@ def sample(
         greedy: argmax decoding (temperature/top_p ignored; all K siblings identical).
         system_prompt: optional system message.
         backend: sampling backend; `HFGenerateBackend()` by default.
+        score_policy: when the backend cannot report `policy_logprobs` (vLLM), re-score them with
+            `lm`; False leaves them None (callers that only read the texts, e.g. evaluation).
 
     Returns:
         `Rollout` with `sampler_logprobs` (the sampling distribution) and `policy_logprobs` (plain
@@ -162,6 +171,7 @@ def sample(
         suppress_token_ids=lm.suppress_token_ids,
         eos_token_ids=lm.eos_token_ids,
         pad_token_id=lm.pad_token_id,
+        row_images=_row_images(examples, index) if lm.is_vision else None,
     )
     completion_ids = out.completion_ids
     mask = completion_mask_from_ids(completion_ids, lm.eos_token_ids)  # [B, T]
@@ -200,7 +210,7 @@ def sample(
         system_prompt=system_prompt,
         meta={"greedy": greedy, "seed": seed, "max_new_tokens": max_new_tokens},
     )
-    if rollout.policy_logprobs is None:  # the backend could not report them: re-score
+    if rollout.policy_logprobs is None and score_policy:  # the backend could not report them: re-score
         from vlm_opd.scoring import token_logprobs
 
         with torch.no_grad():

@@ -26,7 +26,9 @@ class Rollout:
         policy_logprobs: `[B, Tc]` float32 log-probs under the model's plain T=1 softmax over the full
             vocabulary, i.e. what `scoring.token_logprobs(lm, rollout)` re-computes. Use these as the
             old-policy log-probs of GRPO/PPO ratios. 0 at masked positions.
-            Both are None for rollouts built from given texts (`rollout_from_texts`).
+            Both are None for rollouts built from given texts (`rollout_from_texts`);
+            `policy_logprobs` is None after `sample(..., score_policy=False)` with a backend that
+            cannot report it (vLLM).
         prompt_index: `[B]` long, the prompt (index into `examples`) of each row.
         finished: `[B]` bool, True when the row sampled an EOS.
         prompt_mm_token_type_ids: `[B, Lp]` 1 at image tokens (VLMs; None for a text-only sampler).

@@ -207,12 +207,15 @@ class TeacherSignals:
         hidden_real: `[B, T, H_t]` teacher final hidden states (real image) for full-vocabulary
             divergences; None unless `need_hidden`.
         lm_head_weight: `[V_t, H_t]` teacher output projection (pairs with `hidden_real`).
+        hidden_degraded: `[B, T, H_t]` the same hidden states with degraded images (VA of kind
+            teacher_shift); None unless `need_hidden_degraded` and a degraded pass ran.
     """
 
     logprobs_real: torch.Tensor
     logprobs_degraded: torch.Tensor | None
     hidden_real: torch.Tensor | None
     lm_head_weight: torch.Tensor
+    hidden_degraded: torch.Tensor | None = None
 
     @property
     def visual_advantage(self) -> torch.Tensor | None:
@@ -230,6 +233,7 @@ def teacher_signals(
     batch_real_and_degraded: bool = True,
     *,
     chunk_size: int = 1024,
+    need_hidden_degraded: bool = False,
 ) -> TeacherSignals:
     """Teacher log-probs under the real and degraded image (and hidden states) in one call, no grad.
 
@@ -244,6 +248,7 @@ def teacher_signals(
         need_hidden: keep the real-image hidden states for full-vocabulary divergences.
         batch_real_and_degraded: one forward of 2B rows instead of two of B.
         chunk_size: rows per logits chunk.
+        need_hidden_degraded: also keep the degraded-image hidden states (for `teacher_shift_va`).
     """
     _check_lm_head(teacher)
     weight = teacher.lm_head_weight.detach()
@@ -263,7 +268,8 @@ def teacher_signals(
             lp = logprobs_from_hidden(hidden, weight, ids, mask, chunk_size=chunk_size)
             # Without any image the degraded prompt is the real one: same scores, VA = 0.
             lp_deg = None if degrade is None else lp.clone()
-            return TeacherSignals(lp, lp_deg, hidden if need_hidden else None, weight)
+            hidden_deg = hidden if need_hidden_degraded and degrade is not None else None
+            return TeacherSignals(lp, lp_deg, hidden if need_hidden else None, weight, hidden_deg)
 
         deg = with_degraded_images(teacher, real, degrade)  # same text tokens, degraded pixels
         if batch_real_and_degraded:
@@ -275,4 +281,5 @@ def teacher_signals(
             hidden_deg = _completion_slice(backbone_hidden(teacher, deg), deg)
         lp = logprobs_from_hidden(hidden, weight, ids, mask, chunk_size=chunk_size)
         lp_deg = logprobs_from_hidden(hidden_deg, weight, ids, mask, chunk_size=chunk_size)
-        return TeacherSignals(lp, lp_deg, hidden if need_hidden else None, weight)
+        return TeacherSignals(lp, lp_deg, hidden if need_hidden else None, weight,
+                              hidden_deg if need_hidden_degraded else None)

@@ -1,14 +1,25 @@
-"""Checkpoint directories: atomic, marked complete, pruned to the last N, found again on resume.
+"""Checkpoint directories: atomic, marked complete, verified, pruned to the last N, found again on resume.
 
 Layout: `<output_dir>/checkpoints/step-000010/` holding whatever the trainer writes (student weights,
-optimizer, scheduler, RNG states, data position) plus `COMPLETE` (JSON: step, time). A directory without
-`COMPLETE` is a crash during save: it is ignored (and reported) when looking for the latest checkpoint.
+optimizer, scheduler, RNG states, data position), then `MANIFEST.json` (size and CRC-32 of every file),
+then `COMPLETE` (JSON: step, time, run_id). A directory without `COMPLETE` is a crash during save: it is
+ignored (and reported) when looking for the latest checkpoint. `COMPLETE` proves the write finished;
+the manifest proves the files are still whole: `resume: latest` verifies it and falls back to the
+newest intact checkpoint (one line per damaged one). The `run_id` ties a checkpoint to its run: a run
+neither resumes nor prunes another run's checkpoints.
+
+CRC-32 (zlib) because it is the fastest checksum in the standard library here (about 3.8 GB/s against
+0.8 GB/s for blake2b on this machine; benchmarks/checkpoint_verify.py). It detects damage (truncation,
+bit rot, a partial copy), not tampering: a checkpoint stays code-trusted (see README, Reliability).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import sys
+import zlib
 import re
 import shutil
 import time
@@ -24,6 +35,8 @@ from vlm_opd.errors import ConfigError
 from vlm_opd.io_utils import atomic_write_json
 
 MARKER = "COMPLETE"
+MANIFEST = "MANIFEST.json"
+_CHUNK = 8 * 2**20
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -60,6 +73,7 @@ def save_checkpoint(output_dir: str | Path, step: int, write: Callable[[Path], N
     if is_main:
         if write_main is not None:
             write_main(tmp)
+        write_manifest(tmp)
         atomic_write_json(tmp / MARKER, {"step": step, "time": time.time(), **(extra or {})})
         old = root / f".step-{step:06d}.old"
         if final.exists():  # re-saving a step: swap only once the new one is complete
@@ -67,13 +81,70 @@ def save_checkpoint(output_dir: str | Path, step: int, write: Callable[[Path], N
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-        prune_checkpoints(output_dir, keep_last)
+        prune_checkpoints(output_dir, keep_last, run_id=(extra or {}).get("run_id"))
     barrier()
     return final
 
 
-def list_checkpoints(output_dir: str | Path, complete_only: bool = True) -> list[tuple[int, Path]]:
-    """(step, path) pairs sorted by step; incomplete directories are skipped with a warning."""
+def file_crc32(path: Path, fsync: bool = False) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+        if fsync:  # the files are durable before COMPLETE is written
+            os.fsync(fh.fileno())
+    return crc
+
+
+def write_manifest(directory: Path) -> dict:
+    """Record size and CRC-32 of every file under `directory` in `MANIFEST.json` (written atomically)."""
+    files = {}
+    for f in sorted(directory.rglob("*")):
+        if f.is_file() and f.name not in (MANIFEST, MARKER):
+            files[f.relative_to(directory).as_posix()] = {"size": f.stat().st_size, "crc32": file_crc32(f, fsync=True)}
+    manifest = {"algorithm": "crc32", "files": files}
+    atomic_write_json(directory / MANIFEST, manifest, indent=None)
+    return manifest
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when every file of the manifest is present with its size and CRC-32; else what is wrong."""
+    mpath = path / MANIFEST
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        assert isinstance(files, dict) and manifest.get("algorithm") == "crc32"
+    except FileNotFoundError:
+        return f"no {MANIFEST}"
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return f"{MANIFEST} is unreadable"
+    for rel, entry in files.items():
+        f = path / rel
+        try:
+            size = f.stat().st_size
+        except OSError:
+            return f"{rel} is missing"
+        if size != entry.get("size"):
+            return f"{rel} has {size} bytes, the manifest says {entry.get('size')}"
+        if file_crc32(f) != entry.get("crc32"):
+            return f"{rel} fails its CRC-32 check (damaged)"
+    return None
+
+
+def checkpoint_run_id(path: Path) -> str | None:
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker.get("run_id") if isinstance(marker, dict) else None
+
+
+def list_checkpoints(output_dir: str | Path, complete_only: bool = True,
+                     run_id: str | None = None) -> list[tuple[int, Path]]:
+    """(step, path) pairs sorted by step; incomplete directories are skipped with a warning.
+
+    With `run_id`, only the checkpoints of that run (others are never resumed or pruned by it).
+    """
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
@@ -86,33 +157,63 @@ def list_checkpoints(output_dir: str | Path, complete_only: bool = True) -> list
             warnings.warn(f"ignoring incomplete checkpoint {p} (no {MARKER} marker: the save was interrupted)",
                           stacklevel=2)
             continue
+        if run_id is not None and checkpoint_run_id(p) != run_id:
+            continue
         out.append((int(m.group(1)), p))
     return sorted(out)
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    ckpts = list_checkpoints(output_dir)
+def latest_checkpoint(output_dir: str | Path, run_id: str | None = None) -> Path | None:
+    ckpts = list_checkpoints(output_dir, run_id=run_id)
     return ckpts[-1][1] if ckpts else None
 
 
-def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
-    """`latest` -> newest complete checkpoint (None if there is none yet); a path -> that checkpoint."""
+def resolve_resume(resume: str | None, output_dir: str | Path, run_id: str | None = None) -> Path | None:
+    """`latest` -> newest intact checkpoint of the run (None if there is none yet); a path -> that checkpoint.
+
+    `latest` verifies each candidate's manifest, newest first: a damaged one is reported in one line on
+    stderr and the next older one is tried; when every checkpoint is damaged it is an error. A path must be
+    complete and intact, and (given `run_id`) belong to this run.
+    """
     if resume is None:
         return None
     if resume == "latest":
-        return latest_checkpoint(output_dir)
+        ckpts = list_checkpoints(output_dir, run_id=run_id)
+        damaged = []
+        for _, path in reversed(ckpts):
+            problem = verify_checkpoint(path)
+            if problem is None:
+                return path
+            damaged.append(f"{path.name} ({problem})")
+            print(f"resume: checkpoint {path} is damaged: {problem}; trying the previous one", file=sys.stderr)
+        if damaged:
+            raise ConfigError(f"resume=latest: no intact checkpoint in {checkpoint_root(output_dir)}: "
+                              f"{'; '.join(damaged)}; start over with overwrite=true or another output_dir")
+        return None
     p = Path(resume)
     if not p.is_dir():
         raise ConfigError(f"resume: checkpoint directory not found: {p}")
     if not (p / MARKER).is_file():
         raise ConfigError(f"resume: {p} is incomplete (no {MARKER} marker); pick an earlier checkpoint")
+    problem = verify_checkpoint(p)
+    if problem is not None:
+        raise ConfigError(f"resume: checkpoint {p} is damaged: {problem}; pick an earlier checkpoint")
+    if run_id is not None and checkpoint_run_id(p) != run_id:
+        raise ConfigError(f"resume: {p} is a checkpoint of another run, not of the run in {output_dir}; "
+                          f"resume a run in its own output_dir (output_dir={p.parent.parent})")
     return p
 
 
-def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
-    ckpts = list_checkpoints(output_dir)
-    for _, path in ckpts[:-keep_last] if keep_last > 0 else ckpts:
-        shutil.rmtree(path, ignore_errors=True)
+def prune_checkpoints(output_dir: str | Path, keep_last: int, run_id: str | None = None) -> None:
+    """Delete all but the newest `keep_last` complete checkpoints of run `run_id` (all runs' when None),
+    never the best one (best.json)."""
+    from vlm_opd.train.best import protected_steps
+
+    keep = protected_steps(output_dir)
+    ckpts = list_checkpoints(output_dir, run_id=run_id)
+    for step, path in ckpts[:-keep_last] if keep_last > 0 else ckpts:
+        if step not in keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def rng_state() -> dict[str, Any]:
@@ -129,3 +230,38 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_accelerate_state(accelerator, checkpoint: Path) -> None:
+    """`accelerator.load_state` of a checkpoint's `state/`, a mismatch with the current models being one line.
+
+    The checkpoint's files passed `verify_checkpoint`, so a failure here means the models, LoRA or optimizer
+    built from this config do not fit the saved state (e.g. another student architecture).
+    """
+    try:
+        accelerator.load_state(str(checkpoint / "state"))
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"resume: the state in {checkpoint} does not fit the models of this config ({first[:300]}); "
+                          "resume with the config the run was started with, or start a new run") from None
+
+
+def resolve_resume_shared(accelerator, resume: str | None, output_dir: str | Path,
+                          run_id: str | None = None) -> Path | None:
+    """`resolve_resume` decided by the main process (it verifies the files) and shared with the others,
+    so every process loads the same checkpoint even if they would see the files differently."""
+    path, error = None, None
+    if accelerator.is_main_process:
+        try:
+            path = resolve_resume(resume, output_dir, run_id=run_id)
+        except ConfigError as err:
+            error = str(err)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        shared = [error, None if path is None else str(path)]
+        broadcast_object_list(shared, from_process=0)
+        error, path = shared[0], None if shared[1] is None else Path(shared[1])
+    if error is not None:
+        raise ConfigError(error)
+    return path

@@ -33,7 +33,8 @@ def evaluate_student(ctx, examples: list[Example], seed: int, batch_prompts: int
             with torch.no_grad():
                 rollout = sample(lm, chunk, k=cfg.k, max_new_tokens=cfg.max_new_tokens,
                                  temperature=cfg.temperature, greedy=cfg.greedy, seed=seed + start,
-                                 system_prompt=ctx.cfg.data.system_prompt)
+                                 system_prompt=ctx.cfg.data.system_prompt, backend=ctx.rollout_backend,
+                                 score_policy=False)
             for b, text in enumerate(rollout.texts):
                 ex = chunk[b // rollout.k]
                 correct.append(float(ctx.reward_fn(text, ex)) if ex.answer is not None else float("nan"))

@@ -24,7 +24,7 @@ import torch
 from vlm_opd import algorithms as A
 from vlm_opd.config import TrainConfig
 from vlm_opd.data import Example
-from vlm_opd.errors import DataError
+from vlm_opd.errors import ConfigError, DataError
 
 FULL_VOCAB = ("reverse_kl", "forward_kl", "jsd")
 
@@ -48,6 +48,7 @@ class StepContext:
     papo_mask: Callable | None = None  # PIL -> PIL, PAPO's masked image
     reward_fn: Callable[[str, Example], float] | None = None
     last_samples: list[dict[str, str]] = field(default_factory=list)  # for sample_every logging
+    rollout_backend: Any | None = None  # SamplerBackend for the student's rollouts (None: HF generate)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def sample_rollouts(ctx: StepContext, examples: list[Example], seed: int, *, k: 
     with torch.no_grad():
         rollout = sample(ctx.student_for_generation(), examples, k=k or r.k, max_new_tokens=r.max_new_tokens,
                          temperature=r.temperature, top_p=r.top_p, seed=seed,
-                         system_prompt=ctx.cfg.data.system_prompt)
+                         system_prompt=ctx.cfg.data.system_prompt, backend=ctx.rollout_backend)
     ctx.last_samples = [{"id": examples[b // rollout.k].id, "problem": examples[b // rollout.k].problem,
                          "answer": examples[b // rollout.k].answer, "completion": t}
                         for b, t in enumerate(rollout.texts[:4])]
@@ -142,17 +143,30 @@ def distill_loss(ctx: StepContext, examples: list[Example], seed: int) -> tuple[
     batched = cfg.va_opd.batch_real_and_degraded
     if batched is None:  # auto: one 2B batch pays off on accelerators; on CPU two passes measured faster
         batched = ctx.teacher.device.type != "cpu"
+    shift = need_va and cfg.va_opd.va_kind == "teacher_shift"
     with torch.no_grad():
         sig = teacher_signals(ctx.teacher, rollout, degrade=ctx.degrade if need_va else None,
-                              need_hidden=full_vocab, batch_real_and_degraded=batched,
-                              chunk_size=cfg.loss.chunk_size)
+                              need_hidden=full_vocab or shift, batch_real_and_degraded=batched,
+                              need_hidden_degraded=shift, chunk_size=cfg.loss.chunk_size)
     mask, _ = _valid(rollout)
     per_token = per_token_divergence(ctx, rollout, sig.hidden_real, sig.logprobs_real, sig.lm_head_weight)
     mask = mask.to(per_token.device)
-    if need_va:
+    if shift and sig.hidden_degraded is None:  # a text-only teacher has no degraded pass
+        raise ConfigError("va_opd.va_kind: teacher_shift needs a vision teacher (its degraded-image pass); "
+                          f"teacher {ctx.teacher.name_or_path!r} is text-only")
+    if shift:  # position-level VA from the teacher's two full distributions (not the paper's Eq. 2)
+        # On the teacher's device: only the [B, T] result moves, not the teacher's [V, H] lm_head.
+        t_dev = sig.hidden_real.device
+        with torch.no_grad():
+            va = A.teacher_shift_va(sig.hidden_real, sig.hidden_degraded, sig.lm_head_weight, mask.to(t_dev),
+                                    divergence=cfg.va_opd.shift_divergence, chunk_size=cfg.loss.chunk_size)
+        va = va.to(device=mask.device, dtype=mask.dtype)
+    elif need_va:
         va = A.visual_advantage(sig.logprobs_real.to(mask.device), sig.logprobs_degraded.to(mask.device), mask)
     else:
         va = torch.zeros_like(mask)
+    if need_va and cfg.va_opd.va_floor > 0:  # not the paper's: tiny VA counts as none
+        va = A.floor_va(va, cfg.va_opd.va_floor)
     keep = None
     if cfg.token_mask.which != "none":
         gen = torch.Generator().manual_seed(derive_seed(seed, "token_mask"))
@@ -162,7 +176,7 @@ def distill_loss(ctx: StepContext, examples: list[Example], seed: int) -> tuple[
     loss, diags = A.va_opd_loss(
         pk(per_token), pk(va), pk(mask), tau=cfg.va_opd.tau, top_frac=cfg.va_opd.top_frac, lam=cfg.va_opd.lam,
         reweight=is_va and cfg.va_opd.reweight, grouped=is_va and cfg.va_opd.grouped,
-        token_keep=None if keep is None else pk(keep),
+        token_keep=None if keep is None else pk(keep), high_group=cfg.va_opd.high_group,
     )
     diags = dict(diags)
     diags["kl"] = float((per_token.detach() * mask).sum() / mask.sum().clamp_min(1))

@@ -26,6 +26,7 @@ from vlm_opd.config import TrainConfig, config_to_dict, stage_configs
 from vlm_opd.errors import ConfigError, NumericsError
 from vlm_opd.io_utils import atomic_write_dir, atomic_write_json, atomic_write_text
 from vlm_opd.train import checkpoint as ckpt
+from vlm_opd.train.best import VA_METRICS, BestTracker
 from vlm_opd.train.data import local_batch, total_steps
 from vlm_opd.train.metrics import MetricsLogger
 from vlm_opd.train.schedule import make_scheduler
@@ -122,7 +123,11 @@ def _load_examples(spec: str | None, cfg: TrainConfig, split: str | None, limit:
 
     if spec is None:
         return []
-    skipped = Path(cfg.output_dir) / "skipped_rows.jsonl" if cfg.data.skip_bad_rows else None
+    from accelerate.state import PartialState
+
+    # One writer: every process loads the same rows, only the main one logs the skipped ones.
+    skipped = (Path(cfg.output_dir) / "skipped_rows.jsonl"
+               if cfg.data.skip_bad_rows and PartialState().is_main_process else None)
     try:
         # The generator holds out (task, values) combinations for the eval split: no train/eval overlap.
         return load_prompts(spec, seed=cfg.seed, synthetic_split="train" if role == "train" else "eval",
@@ -194,8 +199,17 @@ def _signal_flag():
             signal.signal(sig, h)
 
 
-def save_model_dir(lm, model, path: Path) -> Path:
-    """Save a loadable model directory (weights, config, tokenizer, processor) atomically."""
+def _float_dtype(model) -> torch.dtype:
+    """The dtype of a model's floating-point parameters (the first one's; they share it once loaded)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def save_model_dir(lm, model, path: Path, dtype: torch.dtype | None = None) -> Path:
+    """Save a loadable model directory (weights, config, tokenizer, processor) atomically.
+
+    `dtype`: the dtype to write the weights in (the student's stored dtype; training holds float32
+    master weights); None keeps the model's own.
+    """
 
     def write(tmp: Path) -> None:
         to_save = model
@@ -203,8 +217,18 @@ def save_model_dir(lm, model, path: Path) -> Path:
             to_save.save_pretrained(tmp / "adapter")
             import copy
 
-            to_save = copy.deepcopy(to_save).merge_and_unload()
-        to_save.save_pretrained(tmp, safe_serialization=True)
+            # Merge in float32 (the adapters' dtype) so the base's bf16 rounding happens once, on save.
+            to_save = copy.deepcopy(to_save)
+            if dtype is not None and dtype != torch.float32:
+                to_save.float()
+            to_save = to_save.merge_and_unload()
+        if dtype is not None and _float_dtype(to_save) != dtype:
+            state = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
+                     for k, v in to_save.state_dict().items()}
+            to_save.save_pretrained(tmp, safe_serialization=True, state_dict=state)
+            _set_config_dtype(tmp / "config.json", dtype)
+        else:
+            to_save.save_pretrained(tmp, safe_serialization=True)
         if lm.processor is not None:
             lm.processor.save_pretrained(tmp)
         lm.tokenizer.save_pretrained(tmp)
@@ -212,17 +236,48 @@ def save_model_dir(lm, model, path: Path) -> Path:
     return atomic_write_dir(path, write)
 
 
+def _set_config_dtype(config_path: Path, dtype: torch.dtype) -> None:
+    """Record the written weights' dtype in config.json (save_pretrained records the live model's), so
+    `dtype="auto"` loads them as written; nested text/vision configs included."""
+    name = str(dtype).removeprefix("torch.")
+
+    def fix(node):
+        if isinstance(node, dict):
+            for key in ("dtype", "torch_dtype"):
+                if key in node:
+                    node[key] = name
+            for value in node.values():
+                fix(value)
+
+    config = json.loads(config_path.read_text())
+    config["dtype"] = name
+    fix(config)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 # ------------------------------------------------------------------------------------------------
 # The loop
 
 
 def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """One stage: claim the output directory (lock, no silent overwrite, same run on resume), then train."""
+    from vlm_opd.train.run_dir import check_dir_path, claim_output_dir
+
+    check_dir_path(cfg.output_dir, "output_dir")  # before accelerate writes anything there
+    accelerator = _accelerator(cfg)
+    claim = claim_output_dir(config_to_dict(cfg), Path(cfg.output_dir), accelerator)
+    try:
+        return _train_stage(cfg, accelerator, claim, progress=progress)
+    finally:
+        claim.release()
+
+
+def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True) -> TrainResult:
     from vlm_opd.rewards import get_reward
 
     from accelerate.utils import set_seed
 
     out_dir = Path(cfg.output_dir)
-    accelerator = _accelerator(cfg)
     set_seed(cfg.seed)  # model init that happens here (LoRA adapters) must be reproducible too
     is_main = accelerator.is_main_process
     nproc, rank = accelerator.num_processes, accelerator.process_index
@@ -237,6 +292,8 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", _yaml(config_to_dict(cfg)))
+        # skipped_rows.jsonl describes this load only (a resumed run loads again: no duplicated rows)
+        (out_dir / "skipped_rows.jsonl").unlink(missing_ok=True)
 
     train_examples = _load_examples(cfg.data.train, cfg, cfg.data.split, cfg.data.limit, "train")
     eval_examples = _load_examples(cfg.data.eval, cfg, cfg.data.eval_split, cfg.data.eval_limit, "eval")
@@ -253,16 +310,40 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         teacher = _load(cfg.teacher, device)
         _freeze(teacher)
         check_compatible(teacher, student)
+    if cfg.eval.best_metric in VA_METRICS and eval_examples and not (
+            cfg.eval.measure_va and teacher is not None and teacher.is_vision):
+        raise ConfigError(f"eval.best_metric: {cfg.eval.best_metric} is only measured with a vision teacher and "
+                          "eval.measure_va=true; pick eval/accuracy or set eval.best_metric=null")
     reference = None
     if cfg.method in ("grpo", "papo", "vold") and cfg.grpo.kl_coef > 0:
         reference = _load(cfg.student, device)
         _freeze(reference)
 
+    # Prompts longer than the context fit nowhere: refuse (or skip, counted) before any forward pass.
+    from vlm_opd.train.limits import check_prompt_lengths
+
+    train_examples, eval_examples = check_prompt_lengths(
+        cfg, student, teacher, train_examples, eval_examples,
+        skipped_log=out_dir / "skipped_rows.jsonl" if is_main else None)
+    n_steps = total_steps(len(train_examples), cfg.prompts_per_step, cfg.steps, cfg.epochs)
+
     model = student.model
+    # Master weights: whatever dtype the student is stored in (`student.dtype`, bf16 for the released
+    # Qwen-VL checkpoints), the weights the optimizer steps are float32, and so are AdamW's moments.
+    # Plain AdamW on bf16 parameters rounds every update below half a bf16 ulp to nothing (at lr 1e-6,
+    # nearly all of them). Compute runs in bf16 only under autocast (`mixed_precision`). A LoRA
+    # student keeps its frozen base in the stored dtype and trains float32 adapters. `final/` is
+    # written back in the stored dtype.
+    stored_dtype = _float_dtype(model)
+    if not cfg.lora.enabled:
+        model.float()
     if cfg.student.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.lora.enabled:
         model = _apply_lora(cfg, model)
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
@@ -283,15 +364,19 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         papo_mask=None,  # set per step (seeded) in the loop
         reward_fn=_reward_fn(cfg, get_reward),
     )
+    if cfg.rollout.backend == "vllm":  # colocated engine, given the student's weights now and after every step
+        from vlm_opd.rollout.vllm_backend import training_backend
+
+        ctx.rollout_backend = training_backend(cfg, unwrapped, nproc, train_examples + eval_examples)
     step_fn = STEP_FUNCTIONS[cfg.method]
     policy = cfg.method in POLICY_METHODS
     n_updates = cfg.grpo.ppo_epochs * cfg.grpo.mini_batches if policy else 1
 
     # Resume.
     start_step, state = 0, {"wall_s": 0.0, "skipped_steps": 0}
-    resume_from = ckpt.resolve_resume(cfg.resume, out_dir)
+    resume_from = ckpt.resolve_resume_shared(accelerator, cfg.resume, out_dir, claim.run_id) if claim.resuming else None
     if resume_from is not None:
-        accelerator.load_state(str(resume_from / "state"))
+        ckpt.load_accelerate_state(accelerator, resume_from)
         state = json.loads((resume_from / "trainer_state.json").read_text())
         start_step = state["step"]
         if is_main:
@@ -302,13 +387,17 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         accelerator.init_trackers(cfg.run_name or cfg.method, config=_flat(config_to_dict(cfg)))
 
     def save(step: int) -> Path:
-        return _save_checkpoint(accelerator, out_dir, step, {**state, "step": step}, cfg.keep_last)
+        return _save_checkpoint(accelerator, out_dir, step, {**state, "step": step}, cfg.keep_last, claim.run_id)
+
+    # The best checkpoint by eval.best_metric (train/best.py): saved when an eval improves on it.
+    best = BestTracker(out_dir, cfg.eval.best_metric if eval_examples else None, cfg.eval.best_mode,
+                       start_step=start_step, is_main=is_main)
 
     if start_step == 0 and eval_examples and cfg.eval.every > 0:
         _log_eval(ctx, eval_examples, 0, state["wall_s"], metrics, accelerator)
 
     last_saved = resume_from
-    stopped_at = None
+    stopped_at, stop_result = None, None
     bar = _progress(progress and is_main)
     t_origin = time.time() - state["wall_s"]
     with _signal_flag() as received, bar as prog:
@@ -327,7 +416,8 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             if cfg.method == "papo":
                 ctx.papo_mask = _papo_mask(cfg, derive_seed(cfg.seed, step, "papo"))
             if policy:  # sample every micro-batch first: an update's dapo token count spans all of them
-                batches = [policy_prepare(ctx, chunk, step_seed, updates=n_updates) for chunk in chunks]
+                with accelerator.autocast():
+                    batches = [policy_prepare(ctx, chunk, step_seed, updates=n_updates) for chunk in chunks]
                 plan = _ppo_plan(cfg, batches, step, rank)
             else:
                 batches, plan = [], [[None] * cfg.grad_accum]
@@ -343,10 +433,13 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 for m in range(cfg.grad_accum):
                     sync = accelerator.no_sync(model) if m < cfg.grad_accum - 1 else nullcontext()
                     with sync:
-                        if policy:
-                            loss, diags = policy_update_loss(ctx, batches[m], rows[m], token_normalizer=normalizer)
-                        else:
-                            loss, diags = step_fn(ctx, chunks[m], step_seed)
+                        # Sampling, teacher scoring and the chunked divergences run outside the prepared
+                        # model's forward: autocast them too (a no-op without mixed_precision).
+                        with accelerator.autocast():
+                            if policy:
+                                loss, diags = policy_update_loss(ctx, batches[m], rows[m], token_normalizer=normalizer)
+                            else:
+                                loss, diags = step_fn(ctx, chunks[m], step_seed)
                         accelerator.backward(loss / cfg.grad_accum)
                     loss_local += float(loss.detach()) / cfg.grad_accum
                     for key, value in diags.items():
@@ -369,6 +462,8 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 for key, value in update_diags.items():  # summed over applied updates, averaged below
                     step_diags[key] = step_diags.get(key, 0.0) + value
             step_diags = {key: value / max(applied, 1) for key, value in step_diags.items()}
+            if ctx.rollout_backend is not None and applied:
+                ctx.rollout_backend.update_weights(unwrapped)
             if policy:  # per-batch values: rewards, and the rollouts' tokens (not the per-update rows')
                 step_diags["tokens"] = 0.0
                 for b in batches:
@@ -411,16 +506,20 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 with open(out_dir / "samples.jsonl", "a", encoding="utf-8") as fh:
                     for row in ctx.last_samples:
                         fh.write(json.dumps({"step": done, **row}) + "\n")
+            is_best = False
             if eval_examples and cfg.eval.every > 0 and done % cfg.eval.every == 0 and done != n_steps:
                 result = _log_eval(ctx, eval_examples, done, state["wall_s"], metrics, accelerator)
                 if cfg.eval.stop_at_accuracy is not None:
                     # Decided on the main process (it evaluates), shared so every process stops together.
                     hit = float(result.get("accuracy", 0.0) >= cfg.eval.stop_at_accuracy)
                     if accelerator.reduce(torch.tensor(hit, device=device), reduction="sum").item() > 0:
-                        stopped_at = done
+                        stopped_at, stop_result = done, result
                         break
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != n_steps:
+                is_best = _shared_flag(accelerator, best.improves(result, done))
+            if is_best or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != n_steps):
                 last_saved = save(done)
+            if is_best:
+                _commit_best(best, result, done, last_saved, cfg.keep_last, is_main, claim.run_id)
             if prog:
                 prog.update(task, advance=1, description=f"{cfg.run_name or cfg.method} loss={loss_global:.4f}")
             if received:
@@ -434,15 +533,21 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         if is_main:
             print(f"stopped at step {stopped_at}: eval accuracy reached eval.stop_at_accuracy="
                   f"{cfg.eval.stop_at_accuracy}", file=sys.stderr)
-    elif eval_examples:
-        _log_eval(ctx, eval_examples, n_steps, state["wall_s"], metrics, accelerator)
+    final_result = stop_result if stopped_at is not None else None
+    if stopped_at is None and eval_examples:
+        final_result = _log_eval(ctx, eval_examples, n_steps, state["wall_s"], metrics, accelerator)
+    final_is_best = final_result is not None and _shared_flag(accelerator, best.improves(final_result, n_steps))
     final_dir = out_dir / "final"
     accelerator.wait_for_everyone()
     if is_main:
-        save_model_dir(student, accelerator.unwrap_model(model), final_dir)
+        save_model_dir(student, accelerator.unwrap_model(model), final_dir, dtype=stored_dtype)
         atomic_write_json(out_dir / "trainer_state.json", {**state, "step": n_steps})
+        if final_is_best:
+            _commit_best(best, final_result, n_steps, final_dir, cfg.keep_last, is_main, claim.run_id)
     accelerator.wait_for_everyone()
     metrics.close()
+    if ctx.rollout_backend is not None:  # free the engine's memory before a next stage builds its own
+        ctx.rollout_backend.close()
     if cfg.trackers:
         accelerator.end_training()
     return TrainResult(final_dir=final_dir, steps=n_steps, metrics_path=out_dir / "metrics.jsonl",
@@ -503,12 +608,32 @@ def _clip(accelerator, model, max_norm: float | None) -> float:
     return float(norm)
 
 
-def _save_checkpoint(accelerator, out_dir: Path, step: int, state: dict, keep_last: int) -> Path:
+def _save_checkpoint(accelerator, out_dir: Path, step: int, state: dict, keep_last: int,
+                     run_id: str | None = None) -> Path:
     """Accelerate state (every process writes its share) plus the trainer state, via `ckpt.save_checkpoint`."""
     return ckpt.save_checkpoint(
         out_dir, step, lambda tmp: accelerator.save_state(str(tmp / "state")), keep_last,
+        extra={"run_id": run_id} if run_id else None,
         is_main=accelerator.is_main_process, barrier=accelerator.wait_for_everyone,
         write_main=lambda tmp: atomic_write_json(tmp / "trainer_state.json", state))
+
+
+def _shared_flag(accelerator, flag: bool) -> bool:
+    """A decision the main process took (it alone evaluates), shared so every process acts on it."""
+    if accelerator.num_processes == 1:
+        return bool(flag)
+    return accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum").item() > 0
+
+
+def _commit_best(best: BestTracker, result: dict, step: int, path: Path, keep_last: int, is_main: bool,
+                 run_id: str | None = None) -> None:
+    """Name `path` (complete on disk) the best checkpoint in best.json, then prune the previous best."""
+    if not is_main:
+        return
+    record = best.commit(step, best.value_of(result), path)
+    ckpt.prune_checkpoints(best.output_dir, keep_last, run_id=run_id)
+    print(f"best checkpoint so far: {record['checkpoint']} ({record['metric']}={record['value']:.4f})",
+          file=sys.stderr)
 
 
 def _log_eval(ctx: StepContext, eval_examples, step: int, wall_s: float, metrics, accelerator) -> dict:
@@ -516,7 +641,8 @@ def _log_eval(ctx: StepContext, eval_examples, step: int, wall_s: float, metrics
 
     result = {}
     if accelerator.is_main_process:
-        result = evaluate_student(ctx, eval_examples, seed=derive_seed(ctx.cfg.seed, "eval", step))
+        with accelerator.autocast():
+            result = evaluate_student(ctx, eval_examples, seed=derive_seed(ctx.cfg.seed, "eval", step))
         metrics.log({"step": step, "wall_s": wall_s, **{f"eval/{k}": v for k, v in result.items()}})
     accelerator.wait_for_everyone()
     return result
