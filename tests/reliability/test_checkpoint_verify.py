@@ -128,3 +128,20 @@ def test_manifest_detects_missing_and_changed_files(tmp_path):
     assert verify_checkpoint(path) == f"{MANIFEST} is unreadable"
     with pytest.raises(ConfigError, match="damaged"):
         resolve_resume(str(path), tmp_path)
+
+
+def test_manifests_written_with_crc32_are_still_verified(tmp_path):
+    """Checkpoints saved before the switch to xxh3 carry CRC-32 manifests: they verify, and damage shows."""
+    import json
+    import zlib
+
+    path = save_checkpoint(tmp_path, 1, lambda d: (d / "a.bin").write_bytes(b"x" * 5000))
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["algorithm"] == "xxh3_64"
+    old = {"algorithm": "crc32", "files": {"a.bin": {"size": 5000, "crc32": zlib.crc32(b"x" * 5000)}}}
+    (path / MANIFEST).write_text(json.dumps(old))
+    assert verify_checkpoint(path) is None
+    (path / "a.bin").write_bytes(b"x" * 4999 + b"y")  # same size, one byte changed
+    assert verify_checkpoint(path) == "a.bin fails its crc32 check (damaged)"
+    (path / MANIFEST).write_text(json.dumps({**old, "algorithm": "md5"}))
+    assert verify_checkpoint(path) == f"{MANIFEST} is unreadable"
