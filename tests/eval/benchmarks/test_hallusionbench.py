@@ -1,6 +1,9 @@
 """HallusionBench: the official judge step and metrics (tianyi-lab/HallusionBench utils.py @ 89db601),
 and VLMEvalKit's YOrN_Extraction rule path (yorn.py @ 0c7163c, smp/misc.py @ 4e85dcd)."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from vlm_opd.data.example import Example
@@ -14,6 +17,9 @@ from vlm_opd.eval.benchmarks.hallusionbench import (
     yorn_extraction,
 )
 from vlm_opd.eval.scoring import OFFLINE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_judge import FakeJudge  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -66,16 +72,6 @@ def test_rule_path_is_offline_and_unknown_is_wrong_even_without_figure():
     assert (s.score, s.parsed) == (0.0, True)
 
 
-class FakeJudge:
-    rule = "judge:fake"
-
-    def __init__(self, reply):
-        self.reply, self.prompts = reply, []
-
-    def complete(self, prompt):
-        self.prompts.append(prompt)
-        return self.reply
-
 
 @pytest.mark.parametrize(
     "reply, verdict, why",
@@ -86,6 +82,7 @@ class FakeJudge:
         ("unclear", 2, "neither word -> '2'"),
     ],
 )
+
 def test_judge_verdict(reply, verdict, why):
     """`evaluate_by_chatgpt`'s reading of the judge's reply."""
     assert hallusion_judge_verdict(reply) == verdict, why
@@ -93,7 +90,7 @@ def test_judge_verdict(reply, verdict, why):
 
 def test_judge_path_prompt_and_assign_correctness():
     """The official prompt, verbatim; `assign_correctness`: 'unclear' is right only for VS figure 0."""
-    judge = FakeJudge("unclear")
+    judge = FakeJudge("unclear", repeat=True)
     s = HallusionBench().score("I am not sure.", ex(category="VS", figure_id="0"), judge)
     assert (s.score, s.extracted, s.rule) == (1.0, "unclear", "judge:fake")
     s = HallusionBench().score("I am not sure.", ex(), judge)
@@ -107,13 +104,13 @@ def test_judge_path_prompt_and_assign_correctness():
         "\n\n Question:Is it so?\nReference answer: Yes, it is.\nPrediction answer:I am not sure.\nOutput:"
     )
     assert hallusion_judge_prompt("q", "r", "p").endswith("Question:q\nReference answer: r\nPrediction answer:p\nOutput:")
-    s = HallusionBench().score("Yes", ex(), FakeJudge("Correct"))
+    s = HallusionBench().score("Yes", ex(), FakeJudge("Correct", repeat=True))
     assert (s.score, s.parsed, s.extracted) == (1.0, True, "correct")
 
 
 def test_judge_needs_the_reference_details():
     with pytest.raises(DataError, match="HallusionBench row 0.*gt_answer_details"):
-        HallusionBench().score("Yes", ex(details=None), FakeJudge("correct"))
+        HallusionBench().score("Yes", ex(details=None), FakeJudge("correct", repeat=True))
 
 
 def test_metrics_by_hand():

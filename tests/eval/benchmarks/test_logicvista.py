@@ -3,6 +3,9 @@ c8019a83c234d533223dfc5963c6c856ed554278 (the ASSISTANT: split, the one-characte
 PydanticOutputParser reply, and the lower-cased sorted list match against `answer.split(", ")`).
 """
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from vlm_opd.data.example import Example
@@ -18,16 +21,9 @@ from vlm_opd.eval.benchmarks.logicvista import (
 )
 from vlm_opd.eval.scoring import OFFLINE, Extraction
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_judge import FakeJudge  # noqa: E402
 
-class FakeJudge:
-    rule = "judge:fake"
-
-    def __init__(self, *replies):
-        self.replies, self.prompts = list(replies), []
-
-    def complete(self, prompt):
-        self.prompts.append(prompt)
-        return self.replies.pop(0)
 
 
 def example(answer="A, C"):
@@ -123,6 +119,7 @@ def test_outside_extraction():
         ("The answer is 3.", ["3"]),
     ],
 )
+
 def test_offline_rule(completion, choices):
     """The documented stand-in for GPT (not official)."""
     assert offline_extract(completion) == choices

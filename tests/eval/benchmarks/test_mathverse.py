@@ -4,6 +4,9 @@
 `inst['answer'] == inst['extraction']`, or the judge with `demo_prompt_score`) and prompts.py.
 """
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from vlm_opd.data.example import Example
@@ -18,16 +21,9 @@ from vlm_opd.eval.benchmarks.mathverse import (
 )
 from vlm_opd.eval.scoring import OFFLINE, Extraction
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_judge import FakeJudge  # noqa: E402
 
-class FakeJudge:
-    rule = "judge:fake"
-
-    def __init__(self, *replies):
-        self.replies, self.prompts = list(replies), []
-
-    def complete(self, prompt):
-        self.prompts.append(prompt)
-        return self.replies.pop(0)
 
 
 def example(answer="B", qtype="multi-choice"):
@@ -113,6 +109,7 @@ def test_outside_extraction_with_and_without_judge():
         ("The answer is $1.5$.", "\\frac{3}{2}", "free-form", "1.5", 0.0),  # quick match is a string match
     ],
 )
+
 def test_offline_rule_then_quick_match(completion, answer, qtype, extracted, correct):
     """Without a judge: `offline_extract` (documented stand-in for GPT), then the official quick match."""
     s = MathVerse("unused").score(completion, example(answer, qtype))

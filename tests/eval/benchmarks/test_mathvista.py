@@ -5,6 +5,9 @@ calculate_score.py @ e999481e7c42e70b8c97094bb5c7729d4a69c201 (`normalize_extrac
 `get_most_similar`, `safe_equal`). Each test names the official line that decides it.
 """
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from vlm_opd.data.example import Example
@@ -20,6 +23,9 @@ from vlm_opd.eval.benchmarks.mathvista import (
 )
 from vlm_opd.eval.scoring import OFFLINE, Extraction
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_judge import FakeJudge  # noqa: E402
+
 CHOICES = ["30°", "45°", "60°", "90°"]
 
 
@@ -33,18 +39,6 @@ def meta(answer_type="text", answer="60°", precision=None, choices=None):
 def example(m):
     return Example(problem=m["query"], answer=m["answer"], id="1", meta=m)
 
-
-class FakeJudge:
-    """Replies in order; records the prompts it was sent."""
-
-    rule = "judge:fake"
-
-    def __init__(self, *replies):
-        self.replies, self.prompts = list(replies), []
-
-    def complete(self, prompt):
-        self.prompts.append(prompt)
-        return self.replies.pop(0)
 
 
 # ------------------------------------------------------------------ multi_choice normalisation
@@ -191,6 +185,7 @@ def test_outside_extraction_is_tagged_and_scored_officially():
         ("I cannot tell.", meta("integer", "6"), ""),
     ],
 )
+
 def test_offline_rule(completion, m, extracted):
     assert offline_extract(completion, m) == extracted
 
