@@ -390,7 +390,7 @@ class TrainConfig:
     epochs: float = _f(1.0, "passes over the training prompts when steps is not set")
     prompts_per_step: int = _f(16, "prompts per optimizer step (global batch; each gets rollout.k rollouts)")
     grad_accum: int = _f(1, "micro-batches per optimizer step (prompts_per_step is split across them)")
-    mixed_precision: str = _f("auto", "auto (bf16 on GPU, no on CPU) | no | bf16 | fp16: the compute dtype. bf16 "
+    mixed_precision: str = _f("auto", "auto (bf16 on GPU, no on CPU) | no | bf16: the compute dtype. bf16 "
                               "runs the student's forward, sampling, teacher scoring and the chunked divergences "
                               "under torch.autocast(bf16) on the float32 master weights (gradients and optimizer "
                               "state stay float32); no computes in each model's own dtype")
@@ -435,8 +435,11 @@ class TrainConfig:
         _check(self.keep_last >= 1, "keep_last", f"must be >= 1, got {self.keep_last}")
         _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         _check(self.nan_policy in ("stop", "skip"), "nan_policy", f"expected stop|skip, got {self.nan_policy!r}")
-        _check(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision",
-               f"expected auto|no|bf16|fp16, got {self.mixed_precision!r}")
+        _check(self.mixed_precision != "fp16", "mixed_precision",
+               "fp16 is not supported: its loss scaler only adapts inside optimizer.step(), which the trainer "
+               "skips on a non-finite gradient, so the first overflow would stop the run; use bf16")
+        _check(self.mixed_precision in ("auto", "no", "bf16"), "mixed_precision",
+               f"expected auto|no|bf16, got {self.mixed_precision!r}")
         for t in self.trackers:
             _check(t in ("tensorboard", "wandb"), "trackers", f"expected tensorboard|wandb, got {t!r}")
         if not self.stages:

@@ -144,3 +144,10 @@ def test_lora_adapters_are_float32_on_a_bf16_base(tmp_path, monkeypatch, bf16_st
     assert seen["dtypes"] and set(seen["dtypes"].values()) == {torch.float32}
     assert seen["base"] == {torch.bfloat16}  # frozen base stays in its stored dtype
     assert load_model(result.final_dir).model.dtype == torch.bfloat16
+
+
+def test_fp16_is_refused_with_the_reason(tmp_path, bf16_student_dir):
+    from vlm_opd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16 is not supported.*loss scaler"):
+        _cfg(tmp_path, "fp16", bf16_student_dir, "bfloat16", mixed_precision="fp16")

@@ -21,7 +21,9 @@ Logits of -inf (e.g. a -inf bias) are not supported here; use the plain function
 
 from __future__ import annotations
 
+import functools
 import math
+from contextlib import nullcontext
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -38,6 +40,21 @@ DIVERGENCE_KINDS = ("reverse_kl", "forward_kl", "jsd")
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+
+def _no_autocast(fn):
+    """Run `fn` with autocast off on the device of its first argument: the math here is float32 by
+    design (a bf16 softmax over 152k logits loses the small probabilities the KL sums), and the
+    trainer calls it inside `accelerator.autocast()`."""
+
+    @functools.wraps(fn)
+    def wrapper(first, *args, **kwargs):
+        kind = first.device.type
+        ctx = torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext()
+        with ctx:
+            return fn(first, *args, **kwargs)
+
+    return wrapper
 
 
 def _logits_into(
@@ -181,6 +198,7 @@ def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 # ---------------------------------------------------------------------------- divergences
 
 
+@_no_autocast
 def _divergence_forward(hs, ws, bs, ht, wt, bt, kind, beta, inv_t, chunk, unit_grad_hidden):
     """Values `[N]`; with `unit_grad_hidden`, also d value_i / d hidden_i for each row, `[N, Hs]`."""
     dt = compute_dtype(hs, ws, bs, ht, wt, bt)
@@ -203,6 +221,7 @@ def _divergence_forward(hs, ws, bs, ht, wt, bt, kind, beta, inv_t, chunk, unit_g
     return values, grad_h
 
 
+@_no_autocast
 def _divergence_backward(go, hs, ws, bs, ht, wt, bt, kind, beta, inv_t, chunk, needs):
     """Recompute each chunk and accumulate the gradients of `sum_i go_i * value_i`."""
     need_h, need_w, need_b = needs
@@ -335,6 +354,7 @@ def chunked_divergence(
 # ------------------------------------------------------------------------------- log-probs
 
 
+@_no_autocast
 def _logprob_forward(h, w, b, ids, inv_t, chunk, want_entropy, unit_grad_hidden):
     """Log-probs `[N]`, entropies `[N]` or None, and with `unit_grad_hidden` the per-row gradients
     of the log-prob and of the entropy w.r.t. the hidden row (`[N, H]` each, entropy's or None)."""
@@ -371,6 +391,7 @@ def _logprob_forward(h, w, b, ids, inv_t, chunk, want_entropy, unit_grad_hidden)
     return logprobs, entropy, g_lp, g_ent
 
 
+@_no_autocast
 def _logprob_backward(go_lp, go_ent, h, w, b, ids, inv_t, chunk, needs):
     need_h, need_w, need_b = needs
     dt = compute_dtype(h, w, b)

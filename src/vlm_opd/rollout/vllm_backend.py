@@ -30,7 +30,7 @@ distribution is the same.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 
 from vlm_opd.errors import ConfigError
 from vlm_opd.models.loading import LoadedModel
+from vlm_opd.models.lora import merged_weights as student_weights
 from vlm_opd.rollout.backends import SampleOutput
 
 # The engine must run in this process (its weights are replaced in place from the student).
@@ -69,42 +70,6 @@ def collapse_image_runs(ids: Sequence[int], image_token_id: int) -> list[int]:
             out.append(t)
         prev_image = is_image
     return out
-
-
-def student_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(checkpoint name, tensor) of the student's current weights, LoRA merged out of place.
-
-    For a peft model the names are the base model's (`.base_layer` dropped, adapter tensors skipped)
-    and each adapted weight is `W + delta` with peft's own `get_delta_weight`, computed in float32 and
-    cast back to W's dtype. The model is not modified: merging into the module and unmerging after
-    (TRL's `_move_model_to_vllm`, huggingface/trl trl/trainer/grpo_trainer.py) would round the base
-    weights twice per step in bf16 and let them drift over a run.
-    """
-    if not (hasattr(model, "get_base_model") and hasattr(model, "peft_config")):
-        for name, param in model.named_parameters():
-            yield name, param.detach()
-        return
-    base = model.get_base_model()
-    deltas: dict[str, torch.Tensor] = {}
-    for mod_name, module in base.named_modules():
-        if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight") and hasattr(module, "lora_A"):
-            if getattr(module, "merged", False):
-                raise RuntimeError(f"VLLMBackend: LoRA layer {mod_name} is merged into its base weight; unmerge it")
-            active = [a for a in module.active_adapters if a in module.lora_A]
-            if active:
-                deltas[f"{mod_name}.weight"] = sum(module.get_delta_weight(a).float() for a in active)
-    for name, param in base.named_parameters():
-        if "lora_" in name:
-            continue
-        if ".modules_to_save." in name or ".original_module." in name:
-            raise NotImplementedError(f"VLLMBackend: LoRA modules_to_save ({name}) are not synced to vLLM")
-        name = name.replace(".base_layer", "")
-        weight = param.detach()
-        if name in deltas:
-            weight = (weight.float() + deltas.pop(name)).to(weight.dtype)
-        yield name, weight
-    if deltas:
-        raise RuntimeError(f"VLLMBackend: LoRA deltas without a base weight: {sorted(deltas)[:3]}")
 
 
 class VLLMBackend:

@@ -214,15 +214,16 @@ def save_model_dir(lm, model, path: Path, dtype: torch.dtype | None = None) -> P
     def write(tmp: Path) -> None:
         to_save = model
         if hasattr(to_save, "merge_and_unload"):  # peft: save the adapter, and a merged plain model
-            to_save.save_pretrained(tmp / "adapter")
-            import copy
+            from vlm_opd.models.lora import merged_weights
 
-            # Merge in float32 (the adapters' dtype) so the base's bf16 rounding happens once, on save.
-            to_save = copy.deepcopy(to_save)
-            if dtype is not None and dtype != torch.float32:
-                to_save.float()
-            to_save = to_save.merge_and_unload()
-        if dtype is not None and _float_dtype(to_save) != dtype:
+            to_save.save_pretrained(tmp / "adapter")
+            # Merged one tensor at a time (W + delta in float32, rounded once) straight to the CPU: a
+            # merged copy of the whole model on the accelerator could run out of memory at the end of a run.
+            state = {name: w.detach().to("cpu", dtype or w.dtype) for name, w in merged_weights(to_save)}
+            to_save.get_base_model().save_pretrained(tmp, safe_serialization=True, state_dict=state)
+            if dtype is not None:
+                _set_config_dtype(tmp / "config.json", dtype)
+        elif dtype is not None and _float_dtype(to_save) != dtype:
             state = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
                      for k, v in to_save.state_dict().items()}
             to_save.save_pretrained(tmp, safe_serialization=True, state_dict=state)
