@@ -18,6 +18,7 @@ from vlm_opd.errors import VlmOpdError
 COMMAND_MODULES = [
     "vlm_opd.commands.demo",
     "vlm_opd.commands.train",
+    "vlm_opd.commands.plan",
     "vlm_opd.commands.generate_traces",
     "vlm_opd.commands.synth",
     "vlm_opd.commands.eval",
