@@ -49,6 +49,10 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
 def plan_config(cfg, *, gpus: int, gpu_mem: float, headroom: float, text_tokens: int, image_size, images_per_prompt: int,
                 offload_teacher: bool, bf16: bool, shapes: dict | None = None) -> list[dict]:
     """One result dict per stage of `cfg` (models, workload, DDP and FSDP plans)."""
@@ -115,30 +119,33 @@ def run(args: argparse.Namespace) -> int:
                           "stages": [{k: v for k, v in r.items() if k != "plans"} for r in results]}))
         return 0
     budget = args.gpu_mem * (1 - args.headroom)
+    # One unit for the whole table: GiB, or MiB when every peak is under 1 GiB (tiny models).
+    small = max(p.peak_bytes for r in results for p in r["plans"]) < GIB
+    unit, div = ("MiB", 2**20) if small else ("GiB", GIB)
     print(f"{args.config}: {args.gpus} GPU(s) x {args.gpu_mem:g} GiB, usable {budget:.1f} GiB "
           f"(headroom {args.headroom:g}); compute {settings['compute']}")
     for r in results:
         wl = r["workload"]
         print(f"\n== method {r['method']}" + (f" ({r['run_name']})" if r["run_name"] else ""))
         for role, m in r["models"].items():
-            print(f"  {role:8s} {m['name']}: {m['params'] / 1e9:.3f}B params, {m['dtype_bytes']} B/param stored "
+            print(f"  {role:8s} {m['name']}: {_count(m['params'])} params, {m['dtype_bytes']} B/param stored "
                   f"[{m['source']}]")
         print(f"  per process and micro-batch: {wl['rows']} rows ({wl['prompts']} prompts), prompt {wl['prompt_tokens']} "
               f"tokens ({wl['images_per_prompt']} x {wl['image_tokens']} image tokens), completion "
               f"{wl['completion_tokens']}" + (f", teacher rows {wl['teacher_rows']}" if wl["teacher_rows"] else ""))
         ddp, fsdp = r["plans"]
-        print(f"  {'GiB per GPU':56s} {'DDP':>9s} {'FSDP':>9s}")
+        print(f"  {unit + ' per GPU':56s} {'DDP':>9s} {'FSDP':>9s}")
         keys = list(dict.fromkeys([*ddp.static, *fsdp.static]))
         for key in keys:
-            print(f"  {key:56s} {ddp.static.get(key, 0) / GIB:9.2f} {fsdp.static.get(key, 0) / GIB:9.2f}")
-        print(f"  {'static total':56s} {ddp.static_bytes / GIB:9.2f} {fsdp.static_bytes / GIB:9.2f}")
+            print(f"  {key:56s} {ddp.static.get(key, 0) / div:9.2f} {fsdp.static.get(key, 0) / div:9.2f}")
+        print(f"  {'static total':56s} {ddp.static_bytes / div:9.2f} {fsdp.static_bytes / div:9.2f}")
         for phase in ddp.phases:
             a, b = ddp.phases[phase], fsdp.phases[phase]
             print(f"  + {phase} (working set)")
             for key in dict.fromkeys([*a, *b]):
-                print(f"    {key:54s} {a.get(key, 0) / GIB:9.2f} {b.get(key, 0) / GIB:9.2f}")
+                print(f"    {key:54s} {a.get(key, 0) / div:9.2f} {b.get(key, 0) / div:9.2f}")
         s = r["summary"]
-        print(f"  {'peak (static + largest phase)':56s} {s['ddp']['peak_gib']:9.2f} {s['fsdp']['peak_gib']:9.2f}")
+        print(f"  {'peak (static + largest phase)':56s} {ddp.peak_bytes / div:9.2f} {fsdp.peak_bytes / div:9.2f}")
         verdict = {k: ("fits" if s[k]["fits"] else "does NOT fit") for k in ("ddp", "fsdp")}
         print(f"  in {budget:.1f} GiB: DDP {verdict['ddp']} (largest phase: {s['ddp']['peak_phase']}); "
               f"FSDP {verdict['fsdp']} (planned: the trainer refuses FSDP today)")

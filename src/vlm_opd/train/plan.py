@@ -13,8 +13,9 @@ Accounting (what `train/trainer.py` does; bytes per parameter):
 - frozen teacher and GRPO reference (grpo/papo/vold with grpo.kl_coef > 0): their stored dtype (bf16: 2);
 - DDP with more than one process: the gradient buckets, a second float32 copy of every trainable
   gradient (4; accelerate's default `gradient_as_bucket_view=False`);
-- bf16 autocast (mixed_precision auto on a GPU): the cast bf16 copies of the float32 weights are cached
-  by autocast during the forward and held by autograd until backward (2 per trainable float32 weight).
+- bf16 autocast (mixed_precision auto on a GPU): the cast bf16 copies of the float32 Linear weights are
+  cached by autocast during the forward and held by autograd until backward (2 per trainable weight
+  outside the embedding and lm_head, which run in float32).
 
 FSDP is planned here (issue 14) but not supported by the trainer yet (it refuses it). The FSDP column
 assumes FSDP2 `fully_shard` per decoder layer with a bf16 / float32-reduce mixed-precision policy:
@@ -105,6 +106,7 @@ class ModelShape:
         qk_norm: the attention normalises q and k per head (Qwen3 families).
         layer_params: parameters of the largest decoder layer (an FSDP unit).
         lm_head_params: parameters of the output projection ([V, H]).
+        tied_embeddings: the lm_head is the input embedding (one parameter, two gradient contributions).
         vision: vision-tower widths (depth, hidden, ffn) or None for a text-only model.
         image: processor settings (min_pixels, max_pixels, patch_size, merge_size) or None.
         lora_targets: {target name: (in_features, out_features, count)} of the Linear modules by name,
@@ -125,6 +127,7 @@ class ModelShape:
     qk_norm: bool
     layer_params: int
     lm_head_params: int
+    tied_embeddings: bool = False
     vision: dict[str, int] | None = None
     image: dict[str, int] | None = None
     linear_shapes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
@@ -158,6 +161,7 @@ def _shape_from_config(config, name: str, source: str, kind: str, image: dict | 
         if mod_name.endswith(f"layers.{text.num_hidden_layers - 1}") or mod_name.endswith("layers.0"):
             layer_params = max(layer_params, sum(p.numel() for p in mod.parameters()))
     out = model.get_output_embeddings()
+    tied = out.weight is model.get_input_embeddings().weight
     heads = int(text.num_attention_heads)
     head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
     vision = None
@@ -174,7 +178,7 @@ def _shape_from_config(config, name: str, source: str, kind: str, image: dict | 
         kv_heads=int(getattr(text, "num_key_value_heads", None) or heads), head_dim=head_dim,
         ffn=int(text.intermediate_size), vocab=int(text.vocab_size),
         qk_norm=any(n.endswith("q_norm") for n, _ in model.named_modules()),
-        layer_params=int(layer_params), lm_head_params=int(out.weight.numel()),
+        layer_params=int(layer_params), lm_head_params=int(out.weight.numel()), tied_embeddings=tied,
         vision=vision, image=image if kind == "vlm" else None, linear_shapes=linear)
 
 
@@ -500,6 +504,10 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
     # gathered into [N, H] (and their gradient); one layer's activation gradients exist during backward.
     train["final norm + hidden states + [N, H] gathers (fp32)"] = (3 * tokens + 2 * completion) * student.hidden * 4
     train["backward: one layer's activation gradients"] = tokens * (2 * student.hidden * 4 + 2 * student.ffn * s)
+    if not lora and student.tied_embeddings:
+        # Tied lm_head / embedding: backward produces two [V, H] gradients for one parameter; the second
+        # is a transient float32 tensor added into the first.
+        train["tied embedding: second [V, H] gradient (fp32)"] = student.lm_head_params * 4
     bufs = 6 if cfg.loss.divergence == "jsd" else 3
     train["chunked loss buffers (fp32)"] = bufs * chunk * V * 4
     if lora and student.dtype_bytes < 4:
@@ -515,7 +523,11 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
         if cfg.method == "va_opd" and cfg.va_opd.va_kind == "teacher_shift":
             train["teacher hidden states kept (+ gathered)"] *= 2
     if parallel == "ddp" and bf16:
-        train["bf16 weight copies cached by autocast"] = 2 * trainable
+        # Only Linear / conv weights are cast: the embedding runs in float32 and the chunked losses read the
+        # lm_head with autocast off.
+        cast = trainable if lora else trainable - student.vocab * student.hidden - (
+            0 if student.tied_embeddings else student.lm_head_params)
+        train["bf16 weight copies cached by autocast"] = 2 * cast
     if parallel == "fsdp":
         train["FSDP gathered layers (2 x bf16) + layer grad (fp32)"] = (2 * 2 + 4) * student.layer_params
         train["FSDP gathered lm_head (bf16) + fp32 upcast"] = (2 + 4) * student.lm_head_params
