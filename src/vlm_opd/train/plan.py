@@ -454,10 +454,10 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
     sampling: dict[str, int] = {}
     if wl.sampler != "none" and cfg.rollout.backend != "vllm":
         sm = teacher if wl.sampler == "teacher" else student
+        prompt = wl.teacher_prompt_tokens if sm is teacher else wl.prompt_tokens  # a text-only teacher: no image
         rows = wl.rows
-        kv = rows * L * sm.layers * 2 * sm.kv_heads * sm.head_dim * s
-        sampling["KV cache"] = kv
-        sampling["prefill (one layer, no grad)"] = rows * wl.prompt_tokens * forward_peak_bytes(sm, bf16)
+        sampling["KV cache"] = rows * (prompt + wl.completion_tokens) * sm.layers * 2 * sm.kv_heads * sm.head_dim * s
+        sampling["prefill (one layer, no grad)"] = rows * prompt * forward_peak_bytes(sm, bf16)
         sampling["last-position logits (fp32)"] = rows * V * 4 * 2
         if parallel == "fsdp":  # FSDP's own forward gathers layer by layer (unshard() would add 2 B/param)
             sampling["FSDP gathered layers (2 x bf16)"] = 2 * 2 * sm.layer_params
