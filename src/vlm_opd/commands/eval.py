@@ -165,19 +165,13 @@ EVAL_ARTIFACTS = (RUN_FILE, "results.json", "report.md", "cache", "judge_cache.j
 
 def _claim_out(out: Path, overwrite: bool) -> None:
     """--out must be empty or hold this eval's files; --overwrite removes the eval files found there."""
-    import shutil
 
     from vlm_opd.errors import ConfigError
-    from vlm_opd.train.run_dir import LOCK_NAME
+    from vlm_opd.train.run_dir import LOCK_NAME, remove_artifacts
 
     contents = sorted(p.name for p in out.iterdir() if not p.name.startswith((LOCK_NAME, f".{LOCK_NAME}.")))
     if overwrite:
-        removed = [n for n in EVAL_ARTIFACTS if (out / n).exists()]
-        for n in removed:
-            p = out / n
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        if removed:
-            print(f"--overwrite: removed {', '.join(removed)} from {out}", file=sys.stderr)
+        remove_artifacts(out, EVAL_ARTIFACTS, "--overwrite")
         return
     if contents and RUN_FILE not in contents:
         shown = ", ".join(contents[:5]) + (" ..." if len(contents) > 5 else "")

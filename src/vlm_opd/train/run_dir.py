@@ -288,12 +288,7 @@ def _decide(cfg_dict: dict, out_dir: Path, lock: DirLock) -> RunClaim:
         contents = []
     run = read_run(out_dir)
     if overwrite and contents:
-        removed = [name for name in RUN_ARTIFACTS if (out_dir / name).exists()]
-        for name in removed:
-            p = out_dir / name
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        if removed:
-            print(f"overwrite=true: removed {', '.join(removed)} from {out_dir}", file=sys.stderr)
+        remove_artifacts(out_dir, RUN_ARTIFACTS, "overwrite=true")
         run = None
     elif contents and resume is None:
         what = (f"run {run['run_id'][:8]} (method {run['config'].get('method')})" if run else
@@ -353,3 +348,14 @@ def claim_output_dir(cfg_dict: dict, out_dir: Path, accelerator=None) -> RunClai
         raise ConfigError(error)
     assert claim is not None
     return claim
+
+
+def remove_artifacts(directory: Path, names, why: str) -> list[str]:
+    """Delete the named files / directories that exist in `directory` (an explicit overwrite), and say so."""
+    removed = [name for name in names if (directory / name).exists()]
+    for name in removed:
+        p = directory / name
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    if removed:
+        print(f"{why}: removed {', '.join(removed)} from {directory}", file=sys.stderr)
+    return removed
