@@ -366,6 +366,28 @@ class EvalConfig:
         _check(self.best_mode in ("max", "min"), f"{prefix}.best_mode", f"expected max|min, got {self.best_mode!r}")
 
 
+PARALLEL_STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class ParallelConfig:
+    strategy: str = _f("ddp", "how the processes of a launch share the work: ddp (every process holds whole "
+                       "models; gradients are averaged) | fsdp (FSDP2: student, teacher and GRPO reference "
+                       "sharded per decoder layer over the processes, bf16 compute with float32 master weights "
+                       "and gradient reduction under mixed_precision=bf16; sharded checkpoints, a normal "
+                       "final/). Launch both the same way (accelerate launch or torchrun); see `vlm-opd plan` "
+                       "for what fits")
+    teacher_offload: bool = _f(False, "fsdp: keep the frozen teacher's and reference's shards in CPU memory and "
+                               "gather each layer to the GPU when used (saves their whole share of GPU memory; "
+                               "slower scoring)")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.strategy in PARALLEL_STRATEGIES, f"{prefix}.strategy",
+               _choice_msg(self.strategy, PARALLEL_STRATEGIES))
+        _check(not self.teacher_offload or self.strategy == "fsdp", f"{prefix}.teacher_offload",
+               "needs parallel.strategy=fsdp (under ddp every process holds the whole teacher)")
+
+
 @dataclass
 class TrainConfig:
     method: str = _f("va_opd", f"training method: {' | '.join(METHODS)}")
@@ -386,6 +408,7 @@ class TrainConfig:
     vold: VOLDConfig = _f(factory=VOLDConfig, help="VOLD distillation term")
     sft: SFTConfig = _f(factory=SFTConfig, help="SFT / KD targets")
     eval: EvalConfig = _f(factory=EvalConfig, help="periodic evaluation")
+    parallel: ParallelConfig = _f(factory=ParallelConfig, help="multi-process training: ddp or fsdp sharding")
     steps: int | None = _f(None, "optimizer steps to run (default: derived from epochs)")
     epochs: float = _f(1.0, "passes over the training prompts when steps is not set")
     prompts_per_step: int = _f(16, "prompts per optimizer step (global batch; each gets rollout.k rollouts)")
@@ -440,6 +463,17 @@ class TrainConfig:
                "skips on a non-finite gradient, so the first overflow would stop the run; use bf16")
         _check(self.mixed_precision in ("auto", "no", "bf16"), "mixed_precision",
                f"expected auto|no|bf16, got {self.mixed_precision!r}")
+        if self.parallel.strategy == "fsdp":
+            _check(not self.lora.enabled, "parallel.strategy",
+                   "fsdp with a LoRA student is not supported (merging sharded adapters into final/ is not "
+                   "built); a LoRA student is small: use parallel.strategy=ddp")
+            for role in ("student", "teacher"):
+                _check(getattr(self, role).device is None, f"{role}.device",
+                       "must be null with parallel.strategy=fsdp (every model is sharded over all processes' "
+                       "devices)")
+            _check(self.rollout.backend == "hf", "parallel.strategy",
+                   "fsdp with rollout.backend=vllm is not supported (the colocated engine needs the whole "
+                   "student on every process); use rollout.backend=hf")
         for t in self.trackers:
             _check(t in ("tensorboard", "wandb"), "trackers", f"expected tensorboard|wandb, got {t!r}")
         if not self.stages:

@@ -37,13 +37,22 @@ def rope_positions(lm: LoadedModel, si: ScoringInputs) -> torch.Tensor | None:
     return si.position_ids
 
 
+def _through_wrapper(model) -> bool:
+    """DDP-wrapped and FSDP-sharded models are called through their own forward: DDP's gradient
+    synchronisation and FSDP's gathers hook into it (calling the backbone directly would skip them)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, (torch.nn.parallel.DistributedDataParallel, FSDPModule))
+
+
 def backbone_hidden(lm: LoadedModel, si: ScoringInputs | dict[str, torch.Tensor]) -> torch.Tensor:
     """Final (normed) hidden states `[B, L, H]`, without `[B, L, V]` logits.
 
     Normally runs the decoder backbone (`model.model`) directly, so neither logits nor per-layer
     hidden states are kept, and runs the vision tower once per distinct image (the K samples of a
     prompt share its image features, gradients included). A DDP-wrapped model is instead called
-    through its wrapper, so gradient synchronisation sees the whole forward, with
+    through its wrapper, so gradient synchronisation sees the whole forward (and an FSDP-sharded
+    model through its root, whose hooks gather the shards), with
     `logits_to_keep=1` and the final state read from `hidden_states[-1]` (which transformers ties
     to the normed final state); images are then encoded per row.
 
@@ -64,7 +73,7 @@ def backbone_hidden(lm: LoadedModel, si: ScoringInputs | dict[str, torch.Tensor]
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
     elif shared is not None and rope_positions(lm, shared) is not None:
         kwargs["position_ids"] = shared.position_ids
-    if isinstance(lm.model, torch.nn.parallel.DistributedDataParallel):
+    if _through_wrapper(lm.model):
         if shared is not None:
             kwargs = {**shared.model_kwargs(), **kwargs}
         out = lm.model(**kwargs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
@@ -87,6 +96,12 @@ def _completion_slice(hidden: torch.Tensor, si: ScoringInputs) -> torch.Tensor:
     # next Tc - 1 positions predict the Tc completion tokens.
     start = si.prompt_len - 1
     return hidden[:, start : start + si.num_completion]
+
+
+def _head(lm: LoadedModel) -> torch.Tensor:
+    """The lm_head weight, detached; read after the model's forward (an FSDP-sharded model holds the
+    whole weight only from its forward on)."""
+    return lm.lm_head_weight.detach()
 
 
 def _check_lm_head(lm: LoadedModel) -> None:
@@ -251,21 +266,20 @@ def teacher_signals(
         need_hidden_degraded: also keep the degraded-image hidden states (for `teacher_shift_va`).
     """
     _check_lm_head(teacher)
-    weight = teacher.lm_head_weight.detach()
     ids, mask = rollout.completion_ids, rollout.completion_mask
     has_images = any(ex.images for ex in rollout.examples)
     with torch.no_grad():
         if not teacher.is_vision:
             si = scoring_inputs(teacher, rollout, "none")
             hidden = _completion_slice(backbone_hidden(teacher, si), si)
-            lp = logprobs_from_hidden(hidden, weight, ids, mask, chunk_size=chunk_size)
+            lp = logprobs_from_hidden(hidden, weight := _head(teacher), ids, mask, chunk_size=chunk_size)
             return TeacherSignals(lp, None, hidden if need_hidden else None, weight)
 
         real = scoring_inputs(teacher, rollout, "real")
         rope_positions(teacher, real)  # once: the degraded copy below shares them
         if degrade is None or not has_images:
             hidden = _completion_slice(backbone_hidden(teacher, real), real)
-            lp = logprobs_from_hidden(hidden, weight, ids, mask, chunk_size=chunk_size)
+            lp = logprobs_from_hidden(hidden, weight := _head(teacher), ids, mask, chunk_size=chunk_size)
             # Without any image the degraded prompt is the real one: same scores, VA = 0.
             lp_deg = None if degrade is None else lp.clone()
             hidden_deg = hidden if need_hidden_degraded and degrade is not None else None
@@ -279,7 +293,7 @@ def teacher_signals(
         else:
             hidden = _completion_slice(backbone_hidden(teacher, real), real)
             hidden_deg = _completion_slice(backbone_hidden(teacher, deg), deg)
-        lp = logprobs_from_hidden(hidden, weight, ids, mask, chunk_size=chunk_size)
+        lp = logprobs_from_hidden(hidden, weight := _head(teacher), ids, mask, chunk_size=chunk_size)
         lp_deg = logprobs_from_hidden(hidden_deg, weight, ids, mask, chunk_size=chunk_size)
         return TeacherSignals(lp, lp_deg, hidden if need_hidden else None, weight,
                               hidden_deg if need_hidden_degraded else None)

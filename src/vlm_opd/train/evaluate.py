@@ -7,6 +7,7 @@ import torch
 
 from vlm_opd import algorithms as A
 from vlm_opd.data import Example
+from vlm_opd.train.fsdp import gathered_for_generation
 
 
 def evaluate_student(ctx, examples: list[Example], seed: int, batch_prompts: int = 16) -> dict[str, float]:
@@ -30,7 +31,7 @@ def evaluate_student(ctx, examples: list[Example], seed: int, batch_prompts: int
     try:
         for start in range(0, len(examples), batch_prompts):
             chunk = examples[start:start + batch_prompts]
-            with torch.no_grad():
+            with torch.no_grad(), gathered_for_generation(lm.model):
                 rollout = sample(lm, chunk, k=cfg.k, max_new_tokens=cfg.max_new_tokens,
                                  temperature=cfg.temperature, greedy=cfg.greedy, seed=seed + start,
                                  system_prompt=ctx.cfg.data.system_prompt, backend=ctx.rollout_backend,

@@ -46,6 +46,7 @@ MUTABLE_ON_RESUME = (
     "sample_every", "trackers", "nan_policy", "eval", "data.eval", "data.eval_split", "data.eval_limit",
     "student.device", "teacher.device", "student.attn_implementation", "teacher.attn_implementation",
     "student.gradient_checkpointing", "loss.chunk_size", "va_opd.batch_real_and_degraded",
+    "parallel.teacher_offload",
 )
 
 
@@ -198,15 +199,37 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def config_changes(before: dict, after: dict) -> tuple[list[str], dict[str, list]]:
     """(identity keys that differ, {mutable key: [before, after]}) between two config dicts."""
     a, b = flatten(before), flatten(after)
+    defaults = _default_config()
     identity, mutable = [], {}
     for key in sorted(set(a) | set(b)):
         if a.get(key) == b.get(key):
             continue
+        if key not in a and key in defaults and b.get(key) == defaults[key]:
+            continue  # a key added by a later version, at its default: the run means the same
         if _mutable(key):
             mutable[key] = [a.get(key), b.get(key)]
         else:
             identity.append(key)
     return identity, mutable
+
+
+def _default_config() -> dict[str, Any]:
+    """Every TrainConfig key (flattened) with its default value."""
+    import dataclasses
+
+    from vlm_opd.config import TrainConfig
+
+    def walk(cls) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+                out[f.name] = walk(type(value)) if dataclasses.is_dataclass(value) else value
+        return out
+
+    return flatten(walk(TrainConfig))
 
 
 def _short(value: Any) -> str:

@@ -1,7 +1,8 @@
 """The trainer: accelerate wiring, the optimisation loop, checkpoints, logging, evaluation, signals.
 
 `train(cfg)` runs every stage of a config (see `config.stage_configs`) and returns the final model
-directory of the last stage. One process on CPU; `accelerate launch` for DDP / FSDP / DeepSpeed.
+directory of the last stage. One process on CPU; `accelerate launch` (or `torchrun`) for several, with
+`parallel.strategy` ddp or fsdp (FSDP2, driven in `train/fsdp.py`).
 
 Determinism: the prompts of step s are a function of (seed, s) (`train.data`), and every random draw
 inside a step is seeded from (seed, s, micro-batch, process), so a resumed run replays exactly what
@@ -96,11 +97,12 @@ def _accelerator(cfg: TrainConfig):
 
 
 def _check_distributed(accelerator) -> None:
-    """Refuse the parallelisms this trainer does not support yet, with the reason.
+    """Refuse the launchers this trainer does not drive, with the reason.
 
-    FSDP shards parameters, which breaks two things this trainer does outside the model's own forward:
-    sampling (every process would have to make the same number of forward calls, but rollouts end
-    at different lengths) and the chunked divergences (they read the lm_head weight directly).
+    accelerate's FSDP plugin wraps the model itself and knows nothing of what this trainer does
+    outside the model's forward (sampling, the chunked divergences reading the lm_head weight): FSDP
+    is selected in the training config instead (`parallel.strategy: fsdp`, see `train/fsdp.py`),
+    under a plain multi-process launch.
     DeepSpeed (any ZeRO stage) runs its optimizer step inside `accelerator.backward` unless
     `accelerator.accumulate` is used, which this trainer's micro-batch and multi-update loop does not:
     it would step once per micro-batch and before the NaN check.
@@ -109,9 +111,10 @@ def _check_distributed(accelerator) -> None:
 
     kind = accelerator.distributed_type
     if kind == DistributedType.FSDP:
-        raise ConfigError("FSDP is not supported by `vlm-opd train` yet: sampling and the chunked divergences "
-                          "need unsharded parameters. Use DDP (configs/accelerate/ddp.yaml), with LoRA "
-                          "(lora.enabled) or gradient checkpointing if the student does not fit")
+        raise ConfigError("an accelerate FSDP launch config is not used by `vlm-opd train`: set "
+                          "parallel.strategy=fsdp in the training config and launch with a plain multi-process "
+                          "config (configs/accelerate/fsdp2.yaml or ddp.yaml, or torchrun); vlm-opd shards the "
+                          "models itself (FSDP2)")
     if kind == DistributedType.DEEPSPEED:
         raise ConfigError("DeepSpeed is not supported by `vlm-opd train` yet: its engine steps the optimizer "
                           "inside backward, once per micro-batch, which this trainer's update loop does not "
@@ -204,16 +207,24 @@ def _float_dtype(model) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
-def save_model_dir(lm, model, path: Path, dtype: torch.dtype | None = None) -> Path:
+def save_model_dir(lm, model, path: Path, dtype: torch.dtype | None = None,
+                   state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Save a loadable model directory (weights, config, tokenizer, processor) atomically.
 
     `dtype`: the dtype to write the weights in (the student's stored dtype; training holds float32
-    master weights); None keeps the model's own.
+    master weights); None keeps the model's own. `state_dict`: the weights to write instead of the
+    model's own (a sharded model's consolidated state, `fsdp.full_state_dict`).
     """
 
     def write(tmp: Path) -> None:
         to_save = model
-        if hasattr(to_save, "merge_and_unload"):  # peft: save the adapter, and a merged plain model
+        if state_dict is not None:
+            state = {k: (v.detach().to("cpu", dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
+                     for k, v in state_dict.items()}
+            to_save.save_pretrained(tmp, safe_serialization=True, state_dict=state)
+            if dtype is not None:
+                _set_config_dtype(tmp / "config.json", dtype)
+        elif hasattr(to_save, "merge_and_unload"):  # peft: save the adapter, and a merged plain model
             from vlm_opd.models.lora import merged_weights
 
             to_save.save_pretrained(tmp / "adapter")
@@ -266,11 +277,20 @@ def train_stage(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
 
     check_dir_path(cfg.output_dir, "output_dir")  # before accelerate writes anything there
     accelerator = _accelerator(cfg)
-    claim = claim_output_dir(config_to_dict(cfg), Path(cfg.output_dir), accelerator)
+    own_group = False
+    if cfg.parallel.strategy == "fsdp":  # one process: FSDP over a group of one (same code, same checkpoints)
+        from vlm_opd.train.fsdp import init_single_process_group
+
+        own_group = init_single_process_group(accelerator.device)
     try:
-        return _train_stage(cfg, accelerator, claim, progress=progress)
+        claim = claim_output_dir(config_to_dict(cfg), Path(cfg.output_dir), accelerator)
+        try:
+            return _train_stage(cfg, accelerator, claim, progress=progress)
+        finally:
+            claim.release()
     finally:
-        claim.release()
+        if own_group:
+            torch.distributed.destroy_process_group()
 
 
 def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True) -> TrainResult:
@@ -301,14 +321,19 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     n_steps = total_steps(len(train_examples), cfg.prompts_per_step, cfg.steps, cfg.epochs)
 
     # Models: the student trains; teacher and reference are frozen and never see the optimizer.
+    # Under FSDP each process loads the models on the CPU and keeps only its shards on its device.
     device = accelerator.device
-    student = _load(cfg.student, device)
+    sharded = cfg.parallel.strategy == "fsdp"
+    if sharded:
+        from vlm_opd.train import fsdp
+    load_device = torch.device("cpu") if sharded else device
+    student = _load(cfg.student, load_device)
     teacher = None
     needs_teacher = cfg.method in TEACHER_METHODS or (cfg.method == "sft" and cfg.sft.target == "teacher")
     if needs_teacher:
         from vlm_opd.models import check_compatible
 
-        teacher = _load(cfg.teacher, device)
+        teacher = _load(cfg.teacher, load_device)
         _freeze(teacher)
         check_compatible(teacher, student)
     if cfg.eval.best_metric in VA_METRICS and eval_examples and not (
@@ -317,7 +342,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                           "eval.measure_va=true; pick eval/accuracy or set eval.best_metric=null")
     reference = None
     if cfg.method in ("grpo", "papo", "vold") and cfg.grpo.kl_coef > 0:
-        reference = _load(cfg.student, device)
+        reference = _load(cfg.student, load_device)
         _freeze(reference)
 
     # Prompts longer than the context fit nowhere: refuse (or skip, counted) before any forward pass.
@@ -346,13 +371,20 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
             if p.requires_grad and p.dtype != torch.float32:
                 p.data = p.data.float()
     model.train()
+    if sharded:  # before the optimizer exists: it steps the shards (DTensors)
+        compute = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
+        fsdp.shard_model(model, device, param_dtype=compute)
+        for frozen in (teacher, reference):
+            if frozen is not None:
+                fsdp.shard_model(frozen.model, device, offload=cfg.parallel.teacher_offload)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = make_scheduler(optimizer, n_steps, cfg.optim.warmup_steps, cfg.optim.schedule,
                                cfg.optim.min_lr_ratio)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    if not sharded:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
     train_view = dataclasses.replace(student, model=model)
@@ -377,7 +409,11 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     start_step, state = 0, {"wall_s": 0.0, "skipped_steps": 0}
     resume_from = ckpt.resolve_resume_shared(accelerator, cfg.resume, out_dir, claim.run_id) if claim.resuming else None
     if resume_from is not None:
-        ckpt.load_accelerate_state(accelerator, resume_from)
+        if sharded:
+            fsdp.load_sharded(model, optimizer, resume_from / "state")
+            scheduler.load_state_dict(torch.load(resume_from / "scheduler.pt", weights_only=True))
+        else:
+            ckpt.load_accelerate_state(accelerator, resume_from)
         state = json.loads((resume_from / "trainer_state.json").read_text())
         start_step = state["step"]
         if is_main:
@@ -388,6 +424,9 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         accelerator.init_trackers(cfg.run_name or cfg.method, config=_flat(config_to_dict(cfg)))
 
     def save(step: int) -> Path:
+        if sharded:
+            return _save_sharded_checkpoint(accelerator, model, optimizer, scheduler, out_dir, step,
+                                            {**state, "step": step}, cfg.keep_last, claim.run_id)
         return _save_checkpoint(accelerator, out_dir, step, {**state, "step": step}, cfg.keep_last, claim.run_id)
 
     # The best checkpoint by eval.best_metric (train/best.py): saved when an eval improves on it.
@@ -432,7 +471,9 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                     normalizer = max(float(total), 1.0) / (cfg.grad_accum * nproc)
                 loss_local, update_diags = 0.0, {}
                 for m in range(cfg.grad_accum):
-                    sync = accelerator.no_sync(model) if m < cfg.grad_accum - 1 else nullcontext()
+                    # (FSDP reduce-scatters each micro-batch's gradients: accumulating them unsharded would
+                    # cost a whole gradient per process.)
+                    sync = accelerator.no_sync(model) if m < cfg.grad_accum - 1 and not sharded else nullcontext()
                     with sync:
                         # Sampling, teacher scoring and the chunked divergences run outside the prepared
                         # model's forward: autocast them too (a no-op without mixed_precision).
@@ -446,7 +487,8 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                     for key, value in diags.items():
                         update_diags[key] = update_diags.get(key, 0.0) + float(value) / cfg.grad_accum
                 loss_u = accelerator.reduce(torch.tensor(loss_local, device=device), reduction="mean").item()
-                norm_u = _clip(accelerator, model, cfg.optim.max_grad_norm)
+                norm_u = (fsdp.clip_grad_norm(params, cfg.optim.max_grad_norm) if sharded
+                          else _clip(accelerator, model, cfg.optim.max_grad_norm))
                 if not (math.isfinite(loss_u) and math.isfinite(norm_u)):
                     # This update's gradients are dropped. With several updates per step the others
                     # still apply; the step counts as skipped only when none did.
@@ -463,6 +505,10 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                 for key, value in update_diags.items():  # summed over applied updates, averaged below
                     step_diags[key] = step_diags.get(key, 0.0) + value
             step_diags = {key: value / max(applied, 1) for key, value in step_diags.items()}
+            if sharded:  # the frozen models' root units stay gathered after a forward: free them
+                for frozen in (teacher, reference):
+                    if frozen is not None:
+                        fsdp.release(frozen.model)
             if ctx.rollout_backend is not None and applied:
                 ctx.rollout_backend.update_weights(unwrapped)
             if policy:  # per-batch values: rewards, and the rollouts' tokens (not the per-update rows')
@@ -540,8 +586,9 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     final_is_best = final_result is not None and _shared_flag(accelerator, best.improves(final_result, n_steps))
     final_dir = out_dir / "final"
     accelerator.wait_for_everyone()
+    full_state = fsdp.full_state_dict(model) if sharded else None  # collective: every process
     if is_main:
-        save_model_dir(student, accelerator.unwrap_model(model), final_dir, dtype=stored_dtype)
+        save_model_dir(student, accelerator.unwrap_model(model), final_dir, dtype=stored_dtype, state_dict=full_state)
         atomic_write_json(out_dir / "trainer_state.json", {**state, "step": n_steps})
         if final_is_best:
             _commit_best(best, final_result, n_steps, final_dir, cfg.keep_last, is_main, claim.run_id)
@@ -619,6 +666,22 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int, state: dict, keep_la
         write_main=lambda tmp: atomic_write_json(tmp / "trainer_state.json", state))
 
 
+def _save_sharded_checkpoint(accelerator, model, optimizer, scheduler, out_dir: Path, step: int, state: dict,
+                             keep_last: int, run_id: str | None = None) -> Path:
+    """FSDP: every process writes its shards of model and optimizer (`state/`, distributed checkpoint);
+    the main process adds the scheduler and the trainer state."""
+    from vlm_opd.train import fsdp
+
+    def write_main(tmp: Path) -> None:
+        atomic_write_json(tmp / "trainer_state.json", state)
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+
+    return ckpt.save_checkpoint(
+        out_dir, step, lambda tmp: fsdp.save_sharded(model, optimizer, tmp / "state"), keep_last,
+        extra={"run_id": run_id} if run_id else None,
+        is_main=accelerator.is_main_process, barrier=accelerator.wait_for_everyone, write_main=write_main)
+
+
 def _shared_flag(accelerator, flag: bool) -> bool:
     """A decision the main process took (it alone evaluates), shared so every process acts on it."""
     if accelerator.num_processes == 1:
@@ -641,9 +704,12 @@ def _log_eval(ctx: StepContext, eval_examples, step: int, wall_s: float, metrics
     from vlm_opd.train.evaluate import evaluate_student
 
     result = {}
-    if accelerator.is_main_process:
+    # Under FSDP every process runs the same evaluation (a sharded teacher scores only if all of them
+    # take part); the main process logs it.
+    if accelerator.is_main_process or ctx.cfg.parallel.strategy == "fsdp":
         with accelerator.autocast():
             result = evaluate_student(ctx, eval_examples, seed=derive_seed(ctx.cfg.seed, "eval", step))
+    if accelerator.is_main_process:
         metrics.log({"step": step, "wall_s": wall_s, **{f"eval/{k}": v for k, v in result.items()}})
     accelerator.wait_for_everyone()
     return result
