@@ -175,7 +175,7 @@ def test_unsupported_parallelisms_are_refused_with_a_reason():
 
     from vlm_opd.train.trainer import _check_distributed
 
-    with pytest.raises(ConfigError, match="FSDP is not supported.*ddp.yaml"):
+    with pytest.raises(ConfigError, match="accelerate FSDP launch config is not used.*parallel.strategy=fsdp"):
         _check_distributed(SimpleNamespace(distributed_type=DistributedType.FSDP))
     with pytest.raises(ConfigError, match="DeepSpeed is not supported.*once per micro-batch"):
         _check_distributed(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))

@@ -27,6 +27,7 @@ a checkpoint loads on any number of processes); `final/` is one consolidated mod
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -77,6 +78,11 @@ def shard_model(model: nn.Module, device: torch.device, *, param_dtype: torch.dt
         offload: keep the shards in CPU memory and gather to `device` for each use (frozen models).
     """
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    # The root's output holds views (hidden_states); FSDP2 warns that an in-place op on one would skip its
+    # gather hook. Nothing here writes into model outputs in place, and the 2-process tests compare the
+    # gradients with a one-process run's, which a skipped gather would break.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning)
 
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     kwargs = {"mesh": _mesh(device), "mp_policy": mp,

@@ -81,9 +81,14 @@ def _accelerator(cfg: TrainConfig):
 
     import os
 
+    from accelerate.state import AcceleratorState
+
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() else "no"
+    # accelerate keeps one mixed-precision setting per process and refuses another: a later stage (or
+    # run) in the same process may use its own. The distributed state (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=mp, log_with=cfg.trackers or None, project_dir=cfg.output_dir)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and accelerator.num_processes == 1:
