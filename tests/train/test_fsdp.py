@@ -120,6 +120,13 @@ def test_each_process_holds_half_of_every_parameter_and_sampling_needs_no_collec
     for name, frac in a.items():
         assert a[name] + b[name] == pytest.approx(1.0)  # the two shards are the whole parameter
         assert abs(frac - 0.5) <= 0.5 / max(1, numel[name] ** 0.5)  # about half each (dim-0 split)
+    # what `vlm-opd plan` assumes for the FSDP column: params / N per process; the root unit is what is
+    # outside the decoder layers
+    from vlm_opd.train.plan import model_shape
+
+    shape = model_shape(str(tiny_qwen2vl_dir))
+    assert sum(a[n] * numel[n] for n in a) == pytest.approx(shape.params / 2)
+    assert sum(v for n, v in numel.items() if ".layers." not in n or "visual" in n) == shape.root_params
     for r in ranks:
         # after a forward: the root unit (lm_head) stays whole for the chunked losses, layers are resharded
         assert r["after_forward"] == {"lm_head_whole": True, "layer_sharded": True}

@@ -1,4 +1,4 @@
-"""What fits where: per-GPU memory of a training config under DDP and (planned) FSDP, without loading weights.
+"""What fits where: per-GPU memory of a training config under DDP and FSDP, without loading weights.
 
 `model_shape` reads a model's `config.json` (a local directory, the offline hub cache, or the built-in
 table `KNOWN_MODELS` of released Qwen-VL / Qwen3 configs) and builds it on the `meta` device to count
@@ -17,12 +17,14 @@ Accounting (what `train/trainer.py` does; bytes per parameter):
   cached by autocast during the forward and held by autograd until backward (2 per trainable weight
   outside the embedding and lm_head, which run in float32).
 
-FSDP is planned here (issue 14) but not supported by the trainer yet (it refuses it). The FSDP column
-assumes FSDP2 `fully_shard` per decoder layer with a bf16 / float32-reduce mixed-precision policy:
-parameters, gradients and AdamW state of the student sharded over the N processes, the teacher and
-reference sharded too (or offloaded to the CPU), two bf16 layers gathered at a time (one prefetched), a
-float32 layer gradient before its reduce-scatter, and the whole lm_head gathered for the chunked losses
-(they read the weight directly).
+The FSDP column is `parallel.strategy: fsdp` (`train/fsdp.py`): FSDP2 `fully_shard` per decoder layer, the
+root unit holding the rest (embeddings, lm_head, final norm, vision tower), a bf16 / float32-reduce
+mixed-precision policy for the student: parameters, gradients and AdamW state of the student sharded over
+the N processes, the teacher and reference sharded too in their stored dtype (or offloaded to the CPU).
+Working sets add: two layers gathered at a time (one prefetched) and a layer's gradient in the compute
+dtype plus its float32 copy before the reduce-scatter; the root unit gathered from a forward to the end
+of the backward (the chunked losses read its lm_head) and its gradients; and while sampling the whole
+sampling model gathered in its compute dtype (no collective may run during generation).
 
 Activations are an estimate (documented term by term in `plan_memory`): the largest of three phases per
 micro-batch (sampling, teacher scoring, the student's forward + backward), each on top of the static
@@ -106,6 +108,8 @@ class ModelShape:
         qk_norm: the attention normalises q and k per head (Qwen3 families).
         layer_params: parameters of the largest decoder layer (an FSDP unit).
         lm_head_params: parameters of the output projection ([V, H]).
+        root_params: parameters outside the decoder layers (embeddings, lm_head, final norm, vision
+            tower): FSDP's root unit.
         tied_embeddings: the lm_head is the input embedding (one parameter, two gradient contributions).
         vision: vision-tower widths (depth, hidden, ffn) or None for a text-only model.
         image: processor settings (min_pixels, max_pixels, patch_size, merge_size) or None.
@@ -128,6 +132,7 @@ class ModelShape:
     layer_params: int
     lm_head_params: int
     tied_embeddings: bool = False
+    root_params: int = 0
     vision: dict[str, int] | None = None
     image: dict[str, int] | None = None
     linear_shapes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
@@ -162,6 +167,7 @@ def _shape_from_config(config, name: str, source: str, kind: str, image: dict | 
             layer_params = max(layer_params, sum(p.numel() for p in mod.parameters()))
     out = model.get_output_embeddings()
     tied = out.weight is model.get_input_embeddings().weight
+    in_layers = sum(p.numel() for p in model.get_decoder().layers.parameters())
     heads = int(text.num_attention_heads)
     head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
     vision = None
@@ -179,6 +185,7 @@ def _shape_from_config(config, name: str, source: str, kind: str, image: dict | 
         ffn=int(text.intermediate_size), vocab=int(text.vocab_size),
         qk_norm=any(n.endswith("q_norm") for n, _ in model.named_modules()),
         layer_params=int(layer_params), lm_head_params=int(out.weight.numel()), tied_embeddings=tied,
+        root_params=int(params - in_layers),
         vision=vision, image=image if kind == "vlm" else None, linear_shapes=linear)
 
 
@@ -459,8 +466,8 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
         sampling["KV cache"] = rows * (prompt + wl.completion_tokens) * sm.layers * 2 * sm.kv_heads * sm.head_dim * s
         sampling["prefill (one layer, no grad)"] = rows * prompt * forward_peak_bytes(sm, bf16)
         sampling["last-position logits (fp32)"] = rows * V * 4 * 2
-        if parallel == "fsdp":  # FSDP's own forward gathers layer by layer (unshard() would add 2 B/param)
-            sampling["FSDP gathered layers (2 x bf16)"] = 2 * 2 * sm.layer_params
+        if parallel == "fsdp":  # `fsdp.gathered`: the whole model, in its compute dtype, while generating
+            sampling["FSDP: whole model gathered for sampling"] = sm.params * (sm.dtype_bytes if sm is teacher else s)
     phases["sampling"] = sampling
 
     # Teacher scoring (no grad).
@@ -474,9 +481,9 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
             "chunked log-prob buffers (fp32)": 3 * chunk * V * 4,
             "teacher lm_head fp32 upcast": teacher.lm_head_params * 4 if teacher.dtype_bytes < 4 else 0,
         }
-        if parallel == "fsdp":
-            scoring["FSDP gathered layers (2 x bf16)"] = 2 * 2 * teacher.layer_params
-            scoring["FSDP gathered lm_head (bf16)"] = 2 * teacher.lm_head_params
+        if parallel == "fsdp":  # frozen: no mixed-precision policy, gathered in the stored dtype
+            scoring["FSDP gathered layers (2 x stored)"] = 2 * teacher.dtype_bytes * teacher.layer_params
+            scoring["FSDP gathered root unit (embeddings, lm_head, vision)"] = teacher.dtype_bytes * teacher.root_params
         phases["teacher scoring"] = scoring
 
     # Student forward + backward.
@@ -529,8 +536,13 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
             0 if student.tied_embeddings else student.lm_head_params)
         train["bf16 weight copies cached by autocast"] = 2 * cast
     if parallel == "fsdp":
-        train["FSDP gathered layers (2 x bf16) + layer grad (fp32)"] = (2 * 2 + 4) * student.layer_params
-        train["FSDP gathered lm_head (bf16) + fp32 upcast"] = (2 + 4) * student.lm_head_params
+        # layers: two gathered, one layer's gradient in the compute dtype and its float32 copy for the reduce
+        train["FSDP layers gathered (2) + a layer's grad (+fp32)"] = (3 * s + 4) * student.layer_params
+        train["FSDP root unit gathered + its grad (+fp32)"] = (2 * s + 4) * student.root_params
+        if s < 4:  # the chunked losses compute in float32 from the gathered bf16 lm_head
+            train["FSDP lm_head fp32 upcast"] = 4 * student.lm_head_params
+        if teacher is not None and cfg.method != "sft":  # released after the step: its lm_head feeds the loss
+            train["FSDP teacher root unit still gathered"] = teacher.dtype_bytes * teacher.root_params
     phases["student forward + backward"] = train
 
     # GRPO-family: the old-policy (and reference) log-probs, a no-grad forward of the student's shape.
@@ -539,7 +551,7 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
                    "final hidden states": tokens * student.hidden * s,
                    "chunked log-prob buffers (fp32)": 3 * chunk * V * 4}
         if parallel == "fsdp":
-            scoring["FSDP gathered layers (2 x bf16)"] = 2 * 2 * student.layer_params
+            scoring["FSDP gathered layers (2) + root unit"] = s * (2 * student.layer_params + student.root_params)
         phases["policy / reference scoring"] = scoring
     return Plan(parallel=parallel, static=static, phases=phases)
 
