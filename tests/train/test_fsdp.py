@@ -136,10 +136,23 @@ def test_each_process_holds_half_of_every_parameter_and_sampling_needs_no_collec
         assert r["after_gathered_forward"] == {"lm_head_whole": True, "layer_sharded": True}
 
 
+@pytest.fixture(scope="module")
+def tied_qwen3vl_dir(tmp_path_factory):
+    """A tiny Qwen3-VL whose lm_head is its input embedding, as in the released 2B and 4B."""
+    from vlm_opd.models import build_tiny
+
+    out = tmp_path_factory.mktemp("tied_qwen3vl")
+    lm = build_tiny("qwen3_vl", out, seed=0, eos_boost=3.0, tie_word_embeddings=True)
+    assert lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
+    return out
+
+
 @pytest.mark.slow
-def test_fsdp_crash_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_qwen2vl_dir, tiny_qwen25vl_dir):
-    cfg = _base(tiny_qwen2vl_dir, method="va_opd", teacher={"path": str(tiny_qwen25vl_dir)}, steps=3,
+def test_fsdp_crash_and_resume_matches_an_uninterrupted_run(tmp_path, tied_qwen3vl_dir, tiny_qwen3vl_dir):
+    """Also: a tied-embedding student (one parameter, two uses, one FSDP unit) with gradient checkpointing."""
+    cfg = _base(tied_qwen3vl_dir, method="va_opd", teacher={"path": str(tiny_qwen3vl_dir)}, steps=3,
                 checkpoint_every=1, keep_last=3, parallel={"strategy": "fsdp"})
+    cfg["student"]["gradient_checkpointing"] = True
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     full = _launch(["train", str(path), f"output_dir={tmp_path / 'full'}", "--no-progress"])
@@ -159,8 +172,12 @@ def test_fsdp_crash_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_qwen2
     # A sharded checkpoint loads on another number of processes: resume the 2-process run on one.
     one = _launch(["train", str(path), f"output_dir={tmp_path / 'one'}", "resume=latest", "--no-progress"], nproc=1)
     assert one.returncode == 0, one.stderr[-3000:]
-    moved, diff, tol = _compare(tmp_path / "full" / "final", tmp_path / "one" / "final", _state(tiny_qwen2vl_dir))
-    assert diff <= tol, (diff, moved, tol)
+    moved, diff, tol = _compare(tmp_path / "full" / "final", tmp_path / "one" / "final", _state(tied_qwen3vl_dir))
+    assert moved > 1e-4 and diff <= tol, (diff, moved, tol)
+    from vlm_opd.models import load_model
+
+    final = load_model(tmp_path / "one" / "final").model  # still tied when loaded back
+    assert final.get_output_embeddings().weight is final.get_input_embeddings().weight
 
 
 def test_one_process_fsdp_equals_the_plain_run_and_checkpoints_are_sharded(tmp_path, tiny_qwen2vl_dir,
@@ -212,3 +229,26 @@ def test_fsdp_refuses_what_it_does_not_support(extra, key):
     with pytest.raises(ConfigError, match="parallel.teacher_offload: needs parallel.strategy=fsdp"):
         config_from_dict({**cfg, "parallel": {"teacher_offload": True}, "lora": {}, "rollout": {},
                           "teacher": {"path": "t"}})
+
+
+def test_fsdp_nan_policy_skips_the_step_like_the_plain_run(tmp_path, tiny_qwen2vl_dir, monkeypatch):
+    from vlm_opd.train import trainer
+
+    real = trainer.STEP_FUNCTIONS["sft"]
+    calls = {"n": 0}
+
+    def nan_on_second(ctx, examples, seed):
+        calls["n"] += 1
+        loss, diags = real(ctx, examples, seed)
+        return (loss * float("nan") if calls["n"] == 2 else loss), diags
+
+    monkeypatch.setitem(trainer.STEP_FUNCTIONS, "sft", nan_on_second)
+    results = {}
+    for strategy in ("ddp", "fsdp"):
+        calls["n"] = 0
+        cfg = _base(tiny_qwen2vl_dir, method="sft", steps=3, nan_policy="skip", output_dir=str(tmp_path / strategy),
+                    parallel={"strategy": strategy})
+        results[strategy] = trainer.train(config_from_dict(cfg), progress=False)
+        assert results[strategy].skipped_steps == 1
+    moved, diff, tol = _compare(results["ddp"].final_dir, results["fsdp"].final_dir, _state(tiny_qwen2vl_dir))
+    assert moved > 1e-4 and diff <= tol, (moved, diff, tol)
