@@ -70,7 +70,9 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
     cfg = _base(tiny_qwen2vl_dir, method="sft", teacher={"path": str(tiny_qwen25vl_dir)}, stages=[
         {"method": "sft"},
         {"method": "kd"},
-        {"method": "va_opd", "grad_accum": 2, "optim": {"max_grad_norm": 0.05}},
+        # + periodic evaluation with the teacher's VA (every process evaluates) and best-checkpoint saves
+        {"method": "va_opd", "grad_accum": 2, "optim": {"max_grad_norm": 0.05},
+         "data": {"eval": "synthetic:2"}, "eval": {"every": 1, "k": 2, "max_new_tokens": 6}},
         {"method": "grpo", "grpo": {"kl_coef": 0.1}},
         # mini_batches=1: with several, each process shuffles its own prompt groups into mini-batches, so
         # the updates of 1 and 2 processes see different groups (as under DDP), whatever the sharding.
@@ -92,7 +94,14 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
         assert diff <= tol, f"{name}: 2-process FSDP differs from 1 process by {diff} (update {moved}, tolerance {tol})"
         before = _state(tmp_path / "one" / name / "final")
         lines = (tmp_path / "two" / name / "metrics.jsonl").read_text().splitlines()
-        assert len([line for line in lines if '"loss"' in line]) == 2
+        assert len([line for line in lines if '"loss"' in line]) == 2  # one writer
+    evals = {run: [json.loads(line) for line in (tmp_path / run / stages[2] / "metrics.jsonl").read_text().splitlines()
+                   if "eval/accuracy" in line] for run in ("one", "two")}
+    assert [e["step"] for e in evals["two"]] == [0, 1, 2]
+    for a, b in zip(evals["one"], evals["two"], strict=True):
+        assert a["eval/accuracy"] == b["eval/accuracy"]
+        assert a["eval/mean_va"] == pytest.approx(b["eval/mean_va"], rel=1e-4, abs=1e-6)
+    assert (tmp_path / "two" / stages[2] / "best.json").exists()
 
     # final/ of an FSDP run is a normal model directory: it loads and evaluates
     bench = tmp_path / "bench"
