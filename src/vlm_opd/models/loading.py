@@ -71,6 +71,9 @@ class LoadedModel:
     family: str
     name_or_path: str
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Where inputs go when the weights live elsewhere (FSDP with CPU offload: shards in CPU memory,
+    # compute on the accelerator). None: the lm_head weight's device.
+    compute_device: torch.device | None = None
 
     @property
     def base(self):
@@ -87,7 +90,7 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head_weight.device
+        return self.compute_device if self.compute_device is not None else self.lm_head_weight.device
 
     @property
     def dtype(self) -> torch.dtype:

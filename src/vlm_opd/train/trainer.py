@@ -382,6 +382,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         for frozen in (teacher, reference):
             if frozen is not None:
                 fsdp.shard_model(frozen.model, device, offload=cfg.parallel.teacher_offload)
+                frozen.compute_device = device  # offloaded shards sit in CPU memory; inputs go to the GPU
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay)
