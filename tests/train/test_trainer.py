@@ -178,3 +178,42 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_qwen2vl_
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "step_time_s", "tokens_per_s",
                                                                   "peak_memory_mb")} for r in rows]
     assert strip(read_metrics(full.metrics_path)) == strip(read_metrics(resumed.metrics_path))
+
+
+def test_resume_skips_a_finished_stage_and_keeps_logs_single(tmp_path, tiny_qwen2vl_dir, tiny_qwen25vl_dir, monkeypatch,
+                                                             capsys):
+    """A chained config whose second stage crashed: resume=latest continues the second stage from its
+    checkpoint and does not retrain the finished first one (before: it started that stage over)."""
+    cfg = {"method": "sft", "output_dir": str(tmp_path / "run"), "student": {"path": str(tiny_qwen2vl_dir)},
+           "teacher": {"path": str(tiny_qwen25vl_dir)}, "data": {"train": "synthetic:8"},
+           "rollout": {"k": 2, "max_new_tokens": 6}, "sft": {"max_length": 24}, "prompts_per_step": 2,
+           "steps": 3, "checkpoint_every": 1, "sample_every": 1,
+           "stages": [{"method": "sft"}, {"method": "opd"}]}
+    calls = {"sft": 0, "opd": 0}
+    real = dict(trainer_mod.STEP_FUNCTIONS)
+
+    def counting(method, crash_at=None):
+        def step(ctx, examples, seed):
+            calls[method] += 1
+            if calls[method] == crash_at:
+                raise RuntimeError("simulated crash")
+            return real[method](ctx, examples, seed)
+        return step
+
+    monkeypatch.setitem(trainer_mod.STEP_FUNCTIONS, "sft", counting("sft"))
+    monkeypatch.setitem(trainer_mod.STEP_FUNCTIONS, "opd", counting("opd", crash_at=3))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer_mod.train(config_from_dict(cfg), progress=False)
+    stage0 = tmp_path / "run" / "stage0-sft"
+    before = (stage0 / "metrics.jsonl").read_text()
+    # stage 1's newest checkpoint is damaged: it falls back to step 1, after which step 2's samples were logged
+    (tmp_path / "run" / "stage1-opd" / "checkpoints" / "step-000002" / "trainer_state.json").write_text("{}")
+    calls.update(sft=0, opd=0)
+    monkeypatch.setitem(trainer_mod.STEP_FUNCTIONS, "opd", counting("opd"))
+    result = trainer_mod.train(config_from_dict({**cfg, "resume": "latest"}), progress=False)
+    assert calls == {"sft": 0, "opd": 2}  # stage 0 untouched; stage 1 redid steps 2 and 3
+    assert "finished at step 3" in capsys.readouterr().err
+    assert (stage0 / "metrics.jsonl").read_text() == before
+    assert [r["step"] for r in read_metrics(result.metrics_path) if "loss" in r] == [1, 2, 3]
+    samples = [json.loads(line)["step"] for line in (tmp_path / "run" / "stage1-opd" / "samples.jsonl").read_text().splitlines()]
+    assert samples == sorted(samples) and samples.count(2) == samples.count(1)  # step 2 not logged twice

@@ -19,6 +19,15 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def drop_lines_after(path: Path, step: int) -> None:
+    """Remove the lines of a JSONL log whose `step` is past `step` (written after the checkpoint a run
+    resumes from), so the resumed run's lines are not duplicated. No file: nothing to do."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
 class MetricsLogger:
     """Append-only JSONL metrics file.
 
@@ -34,10 +43,8 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             atomic_write_text(self.path, "")
-        elif self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        else:
+            drop_lines_after(self.path, resume_step)
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def log(self, record: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from vlm_opd.io_utils import atomic_write_dir, atomic_write_json, atomic_write_t
 from vlm_opd.train import checkpoint as ckpt
 from vlm_opd.train.best import VA_METRICS, BestTracker
 from vlm_opd.train.data import local_batch, total_steps
-from vlm_opd.train.metrics import MetricsLogger
+from vlm_opd.train.metrics import MetricsLogger, drop_lines_after
 from vlm_opd.train.schedule import make_scheduler
 from vlm_opd.train.step import (
     POLICY_METHODS,
@@ -304,8 +304,18 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     from accelerate.utils import set_seed
 
     out_dir = Path(cfg.output_dir)
-    set_seed(cfg.seed)  # model init that happens here (LoRA adapters) must be reproducible too
     is_main = accelerator.is_main_process
+    finished = _finished_run(out_dir) if claim.resuming and cfg.resume == "latest" else None
+    if finished is not None:
+        # resume=latest on a run that already wrote final/ (e.g. the finished first stage of a chained
+        # config whose later stage crashed): nothing to redo, and retraining it would cost the whole stage.
+        if is_main:
+            print(f"{out_dir}: this run finished at step {finished['step']} (final/ is complete); nothing to resume",
+                  file=sys.stderr)
+        return TrainResult(final_dir=out_dir / "final", steps=int(finished["step"]),
+                           metrics_path=out_dir / "metrics.jsonl", skipped_steps=int(finished.get("skipped_steps", 0)),
+                           is_main_process=is_main)
+    set_seed(cfg.seed)  # model init that happens here (LoRA adapters) must be reproducible too
     nproc, rank = accelerator.num_processes, accelerator.process_index
     local_prompts = cfg.prompts_per_step // nproc
     if cfg.prompts_per_step % (nproc * cfg.grad_accum):
@@ -426,6 +436,8 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
             print(f"resuming from {resume_from} (step {start_step})", file=sys.stderr)
     metrics = MetricsLogger(out_dir / "metrics.jsonl", resume_step=start_step if resume_from else None,
                             enabled=is_main)
+    if is_main and resume_from is not None:  # sample lines the interrupted run wrote after its checkpoint
+        drop_lines_after(out_dir / "samples.jsonl", start_step)
     if cfg.trackers:
         accelerator.init_trackers(cfg.run_name or cfg.method, config=_flat(config_to_dict(cfg)))
 
@@ -606,6 +618,17 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         accelerator.end_training()
     return TrainResult(final_dir=final_dir, steps=n_steps, metrics_path=out_dir / "metrics.jsonl",
                        skipped_steps=state["skipped_steps"], is_main_process=is_main)
+
+
+def _finished_run(out_dir: Path) -> dict | None:
+    """The final trainer state of a run that completed in `out_dir` (written after final/), else None."""
+    state_path, final = out_dir / "trainer_state.json", out_dir / "final"
+    if not (state_path.is_file() and (final / "config.json").is_file()):
+        return None
+    try:
+        return json.loads(state_path.read_text())
+    except ValueError:
+        return None
 
 
 def _ppo_plan(cfg: TrainConfig, batches: list, step: int, rank: int) -> list[list[torch.Tensor | None]]:
