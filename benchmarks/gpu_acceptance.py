@@ -3,6 +3,7 @@
     python benchmarks/gpu_acceptance.py                          # random-init full-depth models from the real configs
     python benchmarks/gpu_acceptance.py --student /ckpt/Qwen3-VL-2B-Instruct --teacher /ckpt/Qwen3-VL-8B-Instruct
     python benchmarks/gpu_acceptance.py --device cpu --tiny      # same code path on tiny models (for tests)
+    python benchmarks/gpu_acceptance.py --parallel fsdp          # the same runs under FSDP2 (one GPU: a group of one)
 
 What it runs (everything through the library's public API, so it measures whatever the trainer does):
 1. Models: `--student/--teacher` checkpoint directories, or full-depth random models built from the real
@@ -50,7 +51,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 JSON_KEYS = (
-    "device", "tiny", "student", "teacher", "k", "new_tokens", "prompts", "steps", "lr",
+    "device", "tiny", "parallel", "student", "teacher", "k", "new_tokens", "prompts", "steps", "lr",
     "weights_moved", "moved_frac", "moved_frac_fp32_ref", "update_norm_ratio_vs_fp32", "slice_params",
     "peak_memory_gb", "peak_memory_gb_by_run", "step_time_s", "rollout_tokens_per_s",
     "t_opd_step_s", "t_va_opd_step_s", "t_teacher_forward_s", "va_opd_extra_over_teacher_forward",
@@ -78,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timing repeats of each step body (median)")
     p.add_argument("--work-dir", help="scratch directory (default: a temporary one, removed at the end)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp",
+                   help="parallel.strategy of the training runs (fsdp: sharded, bf16 compute via FSDP's policy)")
     args = p.parse_args(argv)
     for name in ("k", "new", "prompts", "steps", "repeats", "image_size"):
         if getattr(args, name) < 1:
@@ -207,6 +210,7 @@ def train_config(args, method: str, student: str, teacher: str, data: Path, out:
         # "bf16" is what the paper configs' "auto" resolves to on a GPU; spelled out so the CPU --tiny path
         # runs the same autocast (and the accelerate state reset between runs below is exercised).
         "mixed_precision": "no" if reference else "bf16",
+        "parallel": {"strategy": args.parallel},
     })
 
 
@@ -437,7 +441,7 @@ def main(argv=None) -> int:
             tmp.cleanup()
 
     summary = {
-        "device": str(device), "tiny": args.tiny,
+        "device": str(device), "tiny": args.tiny, "parallel": args.parallel,
         "student": "tiny:qwen3_vl" if args.tiny else args.student or f"random:{args.student_preset}",
         "teacher": "tiny:qwen3_vl" if args.tiny else args.teacher or f"random:{args.teacher_preset}", "k": args.k, "new_tokens": args.new,
         "prompts": args.prompts, "steps": args.steps, "lr": args.lr,
