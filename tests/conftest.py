@@ -124,3 +124,24 @@ def tiny_examples():
 def make_image():
     """`make_image(width, height, seed=0)` -> deterministic RGB noise image."""
     return make_test_image
+
+
+@pytest.fixture
+def nan_loss_at(monkeypatch):
+    """`nan_loss_at(method, n)`: the n-th call of the trainer's step function for `method` returns a NaN loss.
+    Returns the call counter (a dict with "n"; reset it to 0 between runs)."""
+    from vlm_opd.train import trainer
+
+    def patch(method: str, n: int) -> dict:
+        real = trainer.STEP_FUNCTIONS[method]
+        calls = {"n": 0}
+
+        def step(ctx, examples, seed):
+            calls["n"] += 1
+            loss, diags = real(ctx, examples, seed)
+            return (loss * float("nan") if calls["n"] == n else loss), diags
+
+        monkeypatch.setitem(trainer.STEP_FUNCTIONS, method, step)
+        return calls
+
+    return patch

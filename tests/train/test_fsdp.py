@@ -240,18 +240,10 @@ def test_fsdp_refuses_what_it_does_not_support(extra, key):
                           "teacher": {"path": "t"}})
 
 
-def test_fsdp_nan_policy_skips_the_step_like_the_plain_run(tmp_path, tiny_qwen2vl_dir, monkeypatch):
+def test_fsdp_nan_policy_skips_the_step_like_the_plain_run(tmp_path, tiny_qwen2vl_dir, nan_loss_at):
     from vlm_opd.train import trainer
 
-    real = trainer.STEP_FUNCTIONS["sft"]
-    calls = {"n": 0}
-
-    def nan_on_second(ctx, examples, seed):
-        calls["n"] += 1
-        loss, diags = real(ctx, examples, seed)
-        return (loss * float("nan") if calls["n"] == 2 else loss), diags
-
-    monkeypatch.setitem(trainer.STEP_FUNCTIONS, "sft", nan_on_second)
+    calls = nan_loss_at("sft", 2)
     results = {}
     for strategy in ("ddp", "fsdp"):
         calls["n"] = 0

@@ -56,16 +56,8 @@ def test_sample_log_and_generate_traces(tmp_path, tiny_qwen2vl_dir, tiny_qwen25v
     assert trainer_mod.train(cfg, progress=False).steps == 2
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_qwen2vl_dir, monkeypatch):
-    real = trainer_mod.STEP_FUNCTIONS["sft"]
-    calls = {"n": 0}
-
-    def nan_on_third(ctx, examples, seed):
-        calls["n"] += 1
-        loss, diags = real(ctx, examples, seed)
-        return (loss * float("nan") if calls["n"] == 3 else loss), diags
-
-    monkeypatch.setitem(trainer_mod.STEP_FUNCTIONS, "sft", nan_on_third)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_qwen2vl_dir, nan_loss_at):
+    calls = nan_loss_at("sft", 3)
     cfg = _cfg(tmp_path, tiny_qwen2vl_dir, steps=4, checkpoint_every=1, keep_last=5)
     with pytest.raises(NumericsError, match=r"step 3: loss=nan.*step-000002"):
         trainer_mod.train(cfg, progress=False)
