@@ -33,6 +33,15 @@ def reference_run(rh, tmp_path_factory, tiny_qwen2vl_dir):
     return out
 
 
+def _crashed_copy(reference_run, dest):
+    """The reference run as a crash after its last checkpoint leaves it: no final/, no final trainer state
+    (a finished run is not retrained by resume=latest)."""
+    run = shutil.copytree(reference_run, dest)
+    shutil.rmtree(run / "final")
+    (run / "trainer_state.json").unlink()
+    return run
+
+
 def _cut_half(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -64,7 +73,7 @@ DAMAGE = {
 @pytest.mark.parametrize("case", sorted(DAMAGE))
 def test_damaged_newest_checkpoint_falls_back_to_intact_one_with_exact_weights(case, rh, tmp_path, reference_run,
                                                                                  tiny_qwen2vl_dir, capsys):
-    run = shutil.copytree(reference_run, tmp_path / "run")
+    run = _crashed_copy(reference_run, tmp_path / "run")
     rel, damage = DAMAGE[case]
     damage(run / "checkpoints" / "step-000003" / rel)
     cfg = rh.tiny_cfg(run, tiny_qwen2vl_dir, steps=STEPS, checkpoint_every=1, keep_last=3, resume="latest")
@@ -82,7 +91,7 @@ def test_damaged_newest_checkpoint_falls_back_to_intact_one_with_exact_weights(c
 
 
 def test_no_intact_checkpoint_is_one_clear_error(rh, tmp_path, reference_run, tiny_qwen2vl_dir, cli_error):
-    run = shutil.copytree(reference_run, tmp_path / "run")
+    run = _crashed_copy(reference_run, tmp_path / "run")
     for _, path in list_checkpoints(run):
         _cut_half(path / "state" / "model.safetensors")
     cfg = rh.write_cfg(tmp_path / "c.yaml", rh.tiny_cfg(run, tiny_qwen2vl_dir, steps=STEPS, checkpoint_every=1,
@@ -93,7 +102,7 @@ def test_no_intact_checkpoint_is_one_clear_error(rh, tmp_path, reference_run, ti
 
 def test_case05_resume_with_another_student_model_is_refused(rh, tmp_path, reference_run, tiny_qwen2vl_dir,
                                                              tiny_qwen3vl_dir, cli_error):
-    run = shutil.copytree(reference_run, tmp_path / "run")
+    run = _crashed_copy(reference_run, tmp_path / "run")
     cfg = rh.write_cfg(tmp_path / "c.yaml", rh.tiny_cfg(run, tiny_qwen3vl_dir, steps=STEPS, checkpoint_every=1,
                                                          keep_last=3, resume="latest"))
     msg = cli_error("train", str(cfg), "--no-progress")
@@ -107,6 +116,8 @@ def test_case05_model_replaced_under_the_same_path_is_one_line(rh, tmp_path, tin
     run = tmp_path / "run"
     cfg = rh.tiny_cfg(run, student, steps=3, checkpoint_every=1)
     trainer_mod.train(config_from_dict(cfg), progress=False)
+    shutil.rmtree(run / "final")  # as if it crashed after its last checkpoint
+    (run / "trainer_state.json").unlink()
     shutil.rmtree(student)
     shutil.copytree(tiny_qwen3vl_dir, student)  # same path, another architecture
     path = rh.write_cfg(tmp_path / "c.yaml", {**cfg, "resume": "latest"})
