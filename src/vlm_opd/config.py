@@ -375,8 +375,9 @@ class ParallelConfig:
                        "models; gradients are averaged) | fsdp (FSDP2: student, teacher and GRPO reference "
                        "sharded per decoder layer over the processes, bf16 compute with float32 master weights "
                        "and gradient reduction under mixed_precision=bf16; sharded checkpoints, a normal "
-                       "final/). Launch both the same way (accelerate launch or torchrun); see `vlm-opd plan` "
-                       "for what fits")
+                       "final/; a LoRA student stays whole on every process, DDP-style, and only the frozen "
+                       "models are sharded). Launch both the same way (accelerate launch or torchrun); see "
+                       "`vlm-opd plan` for what fits")
     teacher_offload: bool = _f(False, "fsdp: keep the frozen teacher's and reference's shards in CPU memory and "
                                "gather each layer to the GPU when used (saves their whole share of GPU memory; "
                                "slower scoring)")
@@ -464,9 +465,6 @@ class TrainConfig:
         _check(self.mixed_precision in ("auto", "no", "bf16"), "mixed_precision",
                f"expected auto|no|bf16, got {self.mixed_precision!r}")
         if self.parallel.strategy == "fsdp":
-            _check(not self.lora.enabled, "parallel.strategy",
-                   "fsdp with a LoRA student is not supported (merging sharded adapters into final/ is not "
-                   "built); a LoRA student is small: use parallel.strategy=ddp")
             for role in ("student", "teacher"):
                 _check(getattr(self, role).device is None, f"{role}.device",
                        "must be null with parallel.strategy=fsdp (every model is sharded over all processes' "

@@ -66,7 +66,8 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
     """One chained config runs every method (one launch instead of six): SFT, KD (teacher sampling on
     gathered weights), VA-OPD (real + degraded teacher passes, 2 micro-batches, gradient clipping on sharded
     gradients), GRPO with the KL to a sharded reference, PAPO (masked pass, 2 PPO epochs), VOLD (a sharded
-    text-only teacher). Each stage starts from the previous one's final/, so final/ is also loaded each time."""
+    text-only teacher), OPD with a LoRA student. Each stage starts from the previous one's final/, so final/ is
+    also loaded each time."""
     cfg = _base(tiny_qwen2vl_dir, method="sft", teacher={"path": str(tiny_qwen25vl_dir)}, stages=[
         {"method": "sft"},
         {"method": "kd"},
@@ -78,6 +79,8 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
         # the updates of 1 and 2 processes see different groups (as under DDP), whatever the sharding.
         {"method": "papo", "grpo": {"ppo_epochs": 2, "mini_batches": 1}},
         {"method": "vold", "teacher": {"path": str(tiny_qwen3_lm_dir)}},
+        # a LoRA student stays whole on every process (DDP-style); only the teacher is sharded
+        {"method": "opd", "lora": {"enabled": True, "r": 4}, "optim": {"max_grad_norm": 1.0}},
     ])
     path = tmp_path / "stages.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -87,7 +90,7 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
     assert one.returncode == 0, one.stderr[-3000:]
     before = _state(tiny_qwen2vl_dir)
     stages = sorted(p.name for p in (tmp_path / "one").iterdir() if p.name.startswith("stage"))
-    assert len(stages) == 6
+    assert len(stages) == 7
     for name in stages:
         moved, diff, tol = _compare(tmp_path / "one" / name / "final", tmp_path / "two" / name / "final", before)
         assert moved > 1e-4, f"{name}: the update is trivially small ({moved})"
@@ -226,7 +229,6 @@ def test_fsdp_bf16_moves_the_float32_master_weights(tmp_path, tiny_qwen2vl_dir, 
 
 
 @pytest.mark.parametrize("extra, key", [
-    ({"lora": {"enabled": True}}, "parallel.strategy"),
     ({"rollout": {"backend": "vllm"}}, "parallel.strategy"),
     ({"teacher": {"path": "t", "device": "cuda:1"}}, "teacher.device"),
 ])

@@ -90,6 +90,12 @@ def test_lora_and_grpo_reference_accounting(known_shapes):
     assert plan.static["student frozen base (stored dtype)"] == 2 * shape.params
     assert plan.static["GRPO reference (stored dtype)"] == 2 * shape.params
     assert "teacher (stored dtype)" not in plan.static
+    # FSDP with a LoRA student: the student stays whole (DDP-style, with gradient buckets), the reference is sharded
+    fsdp = _plan(cfg, known_shapes, gpus=4, parallel="fsdp")
+    assert fsdp.static["student frozen base (stored dtype)"] == 2 * shape.params
+    assert fsdp.static["DDP gradient buckets (fp32)"] == 4 * adapters
+    assert fsdp.static["GRPO reference (stored dtype)"] == 2 * shape.params // 4
+    assert "FSDP: whole model gathered for sampling" not in fsdp.phases["sampling"]
 
 
 def test_image_tokens_follow_the_processor():

@@ -434,12 +434,14 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
     lora = cfg.lora.enabled
     trainable = student.lora_params(cfg.lora.r, cfg.lora.target_modules) if lora else student.params
     static: dict[str, int] = {}
+    # FSDP leaves a LoRA student whole on every process (DDP-style) and shards only the frozen models.
+    s_shard = 1 if lora else shard
     if lora:
-        static["student frozen base (stored dtype)"] = student.params * student.dtype_bytes // shard
-    static["student trainable weights (fp32 master)"] = 4 * trainable // shard
-    static["student gradients (fp32)"] = 4 * trainable // shard
-    static["AdamW m + v (fp32)"] = 8 * trainable // shard
-    if parallel == "ddp" and n_gpus > 1:
+        static["student frozen base (stored dtype)"] = student.params * student.dtype_bytes // s_shard
+    static["student trainable weights (fp32 master)"] = 4 * trainable // s_shard
+    static["student gradients (fp32)"] = 4 * trainable // s_shard
+    static["AdamW m + v (fp32)"] = 8 * trainable // s_shard
+    if s_shard == 1 and n_gpus > 1:
         static["DDP gradient buckets (fp32)"] = 4 * trainable
     if teacher is not None:
         key = "teacher (stored dtype" + (", CPU offload)" if offload_teacher and parallel == "fsdp" else ")")
@@ -466,7 +468,7 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
         sampling["KV cache"] = rows * (prompt + wl.completion_tokens) * sm.layers * 2 * sm.kv_heads * sm.head_dim * s
         sampling["prefill (one layer, no grad)"] = rows * prompt * forward_peak_bytes(sm, bf16)
         sampling["last-position logits (fp32)"] = rows * V * 4 * 2
-        if parallel == "fsdp":  # `fsdp.gathered`: the whole model, in its compute dtype, while generating
+        if parallel == "fsdp" and (sm is teacher or not lora):  # `fsdp.gathered`: the whole sampling model
             sampling["FSDP: whole model gathered for sampling"] = sm.params * (sm.dtype_bytes if sm is teacher else s)
     phases["sampling"] = sampling
 
@@ -529,18 +531,19 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
             train["teacher lm_head fp32 upcast"] = teacher.lm_head_params * 4
         if cfg.method == "va_opd" and cfg.va_opd.va_kind == "teacher_shift":
             train["teacher hidden states kept (+ gathered)"] *= 2
-    if parallel == "ddp" and bf16:
+    if s_shard == 1 and bf16:
         # Only Linear / conv weights are cast: the embedding runs in float32 and the chunked losses read the
         # lm_head with autocast off.
         cast = trainable if lora else trainable - student.vocab * student.hidden - (
             0 if student.tied_embeddings else student.lm_head_params)
         train["bf16 weight copies cached by autocast"] = 2 * cast
-    if parallel == "fsdp":
+    if parallel == "fsdp" and not lora:
         # layers: two gathered, one layer's gradient in the compute dtype and its float32 copy for the reduce
         train["FSDP layers gathered (2) + a layer's grad (+fp32)"] = (3 * s + 4) * student.layer_params
         train["FSDP root unit gathered + its grad (+fp32)"] = (2 * s + 4) * student.root_params
         if s < 4:  # the chunked losses compute in float32 from the gathered bf16 lm_head
             train["FSDP lm_head fp32 upcast"] = 4 * student.lm_head_params
+    if parallel == "fsdp":
         if teacher is not None and cfg.method != "sft":  # released after the step: its lm_head feeds the loss
             train["FSDP teacher root unit still gathered"] = teacher.dtype_bytes * teacher.root_params
     phases["student forward + backward"] = train
@@ -550,7 +553,7 @@ def plan_memory(cfg, student: ModelShape, teacher: ModelShape | None, wl: Worklo
         scoring = {"student layer peak (no grad)": tokens * forward_peak_bytes(student, bf16),
                    "final hidden states": tokens * student.hidden * s,
                    "chunked log-prob buffers (fp32)": 3 * chunk * V * 4}
-        if parallel == "fsdp":
+        if parallel == "fsdp" and not lora:
             scoring["FSDP gathered layers (2) + root unit"] = s * (2 * student.layer_params + student.root_params)
         phases["policy / reference scoring"] = scoring
     return Plan(parallel=parallel, static=static, phases=phases)

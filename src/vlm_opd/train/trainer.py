@@ -338,11 +338,14 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     # Models: the student trains; teacher and reference are frozen and never see the optimizer.
     # Under FSDP each process loads the models on the CPU and keeps only its shards on its device.
     device = accelerator.device
-    sharded = cfg.parallel.strategy == "fsdp"
-    if sharded:
+    # FSDP shards the frozen teacher and reference, and the student unless it trains LoRA adapters (a
+    # LoRA student is replicated, DDP-style: its adapters are small and its final/ is merged from them).
+    shard_frozen = cfg.parallel.strategy == "fsdp"
+    sharded = shard_frozen and not cfg.lora.enabled  # the student
+    if shard_frozen:
         from vlm_opd.train import fsdp
-    load_device = torch.device("cpu") if sharded else device
-    student = _load(cfg.student, load_device)
+    load_device = torch.device("cpu") if shard_frozen else device
+    student = _load(cfg.student, device if not sharded else load_device)
     teacher = None
     needs_teacher = cfg.method in TEACHER_METHODS or (cfg.method == "sft" and cfg.sft.target == "teacher")
     if needs_teacher:
@@ -389,6 +392,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     if sharded:  # before the optimizer exists: it steps the shards (DTensors)
         compute = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
         fsdp.shard_model(model, device, param_dtype=compute)
+    if shard_frozen:
         for frozen in (teacher, reference):
             if frozen is not None:
                 fsdp.shard_model(frozen.model, device, offload=cfg.parallel.teacher_offload)
@@ -523,7 +527,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                 for key, value in update_diags.items():  # summed over applied updates, averaged below
                     step_diags[key] = step_diags.get(key, 0.0) + value
             step_diags = {key: value / max(applied, 1) for key, value in step_diags.items()}
-            if sharded:  # the frozen models' root units stay gathered after a forward: free them
+            if shard_frozen:  # the frozen models' root units stay gathered after a forward: free them
                 for frozen in (teacher, reference):
                     if frozen is not None:
                         fsdp.release(frozen.model)
