@@ -21,6 +21,9 @@
   collective runs during generation, at the cost of one whole copy of the model (in the
   mixed-precision compute dtype) per process for that time; every unit is resharded afterwards.
 
+A LoRA student is not sharded (the trainer keeps it whole on every process, DDP-style: its adapters are
+small and its final/ is merged from them); its teacher and reference are.
+
 Checkpoints are sharded (`torch.distributed.checkpoint`: every process writes its own shards, and
 a checkpoint loads on any number of processes); `final/` is one consolidated model directory.
 """
