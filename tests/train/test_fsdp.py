@@ -255,3 +255,29 @@ def test_fsdp_nan_policy_skips_the_step_like_the_plain_run(tmp_path, tiny_qwen2v
         assert results[strategy].skipped_steps == 1
     moved, diff, tol = _compare(results["ddp"].final_dir, results["fsdp"].final_dir, _state(tiny_qwen2vl_dir))
     assert moved > 1e-4 and diff <= tol, (moved, diff, tol)
+
+
+def test_sharded_teacher_runs_the_same_forwards_with_or_without_images(tiny_qwen2vl, tiny_qwen25vl_dir):
+    """A process whose rollouts have no image must still make the degraded pass of a sharded teacher (its
+    forwards are collectives; one process skipping one would hang the others). VA stays 0 there."""
+    from vlm_opd.data.example import Example
+    from vlm_opd.models import load_model
+    from vlm_opd.rollout import sample
+    from vlm_opd.scoring import teacher_signals
+    from vlm_opd.train import fsdp
+
+    rollout = sample(tiny_qwen2vl, [Example("What is 2 + 3?", [], answer="5", id="t")], k=2, max_new_tokens=5, seed=0)
+    teacher = load_model(tiny_qwen25vl_dir)
+    plain = teacher_signals(teacher, rollout, degrade=lambda im: im)
+    created = fsdp.init_single_process_group(torch.device("cpu"))
+    try:
+        fsdp.shard_model(teacher.model, torch.device("cpu"))
+        calls = []
+        teacher.model.register_forward_hook(lambda *a: calls.append(1))
+        sharded = teacher_signals(teacher, rollout, degrade=lambda im: im, batch_real_and_degraded=False)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+    assert len(calls) == 2  # real and degraded, as for a batch with images
+    assert torch.allclose(sharded.logprobs_real, plain.logprobs_real, atol=1e-5)
+    assert torch.equal(sharded.logprobs_degraded, sharded.logprobs_real)

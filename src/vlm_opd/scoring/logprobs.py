@@ -37,12 +37,16 @@ def rope_positions(lm: LoadedModel, si: ScoringInputs) -> torch.Tensor | None:
     return si.position_ids
 
 
+def _is_fsdp(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def _through_wrapper(model) -> bool:
     """DDP-wrapped and FSDP-sharded models are called through their own forward: DDP's gradient
     synchronisation and FSDP's gathers hook into it (calling the backbone directly would skip them)."""
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, (torch.nn.parallel.DistributedDataParallel, FSDPModule))
+    return isinstance(model, torch.nn.parallel.DistributedDataParallel) or _is_fsdp(model)
 
 
 def backbone_hidden(lm: LoadedModel, si: ScoringInputs | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -277,7 +281,9 @@ def teacher_signals(
 
         real = scoring_inputs(teacher, rollout, "real")
         rope_positions(teacher, real)  # once: the degraded copy below shares them
-        if degrade is None or not has_images:
+        # An FSDP-sharded teacher's forwards are collectives: every process must run as many, whether or not
+        # its own rollouts have images, so it takes the degraded pass (here equal to the real one) anyway.
+        if degrade is None or (not has_images and not _is_fsdp(teacher.model)):
             hidden = _completion_slice(backbone_hidden(teacher, real), real)
             lp = logprobs_from_hidden(hidden, weight := _head(teacher), ids, mask, chunk_size=chunk_size)
             # Without any image the degraded prompt is the real one: same scores, VA = 0.
