@@ -61,6 +61,19 @@ def tiny_qwen3_lm_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bf16_student_dir(tmp_path_factory, tiny_qwen2vl_dir):
+    """The tiny Qwen2-VL stored in bfloat16 (the dtype of the released Qwen-VL checkpoints)."""
+    from vlm_opd.models import load_model
+
+    out = tmp_path_factory.mktemp("bf16_student")
+    lm = load_model(tiny_qwen2vl_dir, dtype="bfloat16")
+    lm.model.save_pretrained(out)
+    lm.tokenizer.save_pretrained(out)
+    lm.processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen2vl(tiny_qwen2vl_dir):
     from vlm_opd.models import load_model
 

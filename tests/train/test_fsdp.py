@@ -281,3 +281,28 @@ def test_sharded_teacher_runs_the_same_forwards_with_or_without_images(tiny_qwen
     assert len(calls) == 2  # real and degraded, as for a batch with images
     assert torch.allclose(sharded.logprobs_real, plain.logprobs_real, atol=1e-5)
     assert torch.equal(sharded.logprobs_degraded, sharded.logprobs_real)
+
+
+def test_fsdp_upcasts_a_bf16_stored_student_like_the_plain_run(tmp_path, bf16_student_dir, tiny_qwen25vl_dir):
+    """A bf16 checkpoint trains on float32 master weights under FSDP too (upcast unit by unit while sharding) and
+    final/ is written back in bf16: the same final weights as the plain run's, up to a bf16 rounding flip."""
+    from vlm_opd.models import load_model
+    from vlm_opd.train.trainer import train
+
+    common = _base(bf16_student_dir, method="opd", teacher={"path": str(tiny_qwen25vl_dir)},
+                   optim={"lr": 1e-3, "eps": 1.0, "schedule": "constant", "max_grad_norm": None})
+    plain = train(config_from_dict({**common, "output_dir": str(tmp_path / "plain")}), progress=False)
+    sharded = train(config_from_dict({**common, "output_dir": str(tmp_path / "fsdp"), "parallel": {"strategy": "fsdp"}}),
+                    progress=False)
+    a, b = load_model(plain.final_dir).model, load_model(sharded.final_dir).model
+    assert a.dtype == b.dtype == torch.bfloat16
+    start = load_model(bf16_student_dir).model.state_dict()
+    sa, sb = a.state_dict(), b.state_dict()
+    moved = sum(int((sa[k] != start[k]).sum()) for k in sa)
+    assert moved > 0.1 * sum(v.numel() for v in sa.values())  # updates far below a bf16 ulp still land
+    for k in sa:
+        differ = sa[k] != sb[k]
+        if differ.any():  # a float32 master weight on a rounding boundary: one bf16 ulp apart
+            ulp = sa[k][differ].float().abs() * 2**-7
+            assert ((sa[k][differ].float() - sb[k][differ].float()).abs() <= ulp + 1e-30).all(), k
+    assert sum(int((sa[k] != sb[k]).sum()) for k in sa) <= 1e-3 * moved

@@ -20,17 +20,6 @@ LR = 1e-6
 STEPS = 3
 
 
-@pytest.fixture(scope="module")
-def bf16_student_dir(tmp_path_factory, tiny_qwen2vl_dir):
-    """The tiny student stored in bfloat16 (the dtype of the released Qwen-VL checkpoints)."""
-    out = tmp_path_factory.mktemp("bf16_student")
-    lm = load_model(tiny_qwen2vl_dir, dtype="bfloat16")
-    lm.model.save_pretrained(out)
-    lm.tokenizer.save_pretrained(out)
-    lm.processor.save_pretrained(out)
-    return out
-
-
 def _cfg(tmp_path, name, student_dir, dtype, method="sft", mixed_precision="no", **extra):
     cfg = {
         "method": method,

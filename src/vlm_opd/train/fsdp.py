@@ -68,7 +68,7 @@ def _mesh(device: torch.device):
 
 
 def shard_model(model: nn.Module, device: torch.device, *, param_dtype: torch.dtype | None = None,
-                offload: bool = False) -> nn.Module:
+                offload: bool = False, upcast: bool = False) -> nn.Module:
     """Shard `model` in place: one FSDP unit per decoder layer, the root unit for the rest.
 
     Args:
@@ -79,6 +79,8 @@ def shard_model(model: nn.Module, device: torch.device, *, param_dtype: torch.dt
             gradients are reduced in float32 and the sharded master weights keep their own dtype.
             None computes in the parameters' dtype.
         offload: keep the shards in CPU memory and gather to `device` for each use (frozen models).
+        upcast: make the parameters float32 (the student's master weights) one unit at a time, just before
+            sharding it, so a whole float32 copy of the model never exists in one process.
     """
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -90,8 +92,22 @@ def shard_model(model: nn.Module, device: torch.device, *, param_dtype: torch.dt
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     kwargs = {"mesh": _mesh(device), "mp_policy": mp,
               "offload_policy": CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()}
-    for layer in decoder_layers(model):
+    layers = decoder_layers(model)
+    for layer in layers:
+        if upcast:
+            layer.float()
         fully_shard(layer, **kwargs)
+    if upcast:  # the root unit's own parameters and buffers (the layers' are float32 by now), as model.float()
+        in_layers = {id(m) for layer in layers for m in layer.modules()}
+        for module in model.modules():
+            if id(module) in in_layers:
+                continue
+            for p in module.parameters(recurse=False):
+                if p.is_floating_point() and p.dtype != torch.float32:
+                    p.data = p.data.float()
+            for name, b in module.named_buffers(recurse=False):
+                if b.is_floating_point() and b.dtype != torch.float32:
+                    module._buffers[name] = b.float()
     fully_shard(model, **kwargs)
     return model
 

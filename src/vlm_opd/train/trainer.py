@@ -379,7 +379,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     # student keeps its frozen base in the stored dtype and trains float32 adapters. `final/` is
     # written back in the stored dtype.
     stored_dtype = _float_dtype(model)
-    if not cfg.lora.enabled:
+    if not cfg.lora.enabled and not sharded:  # (FSDP upcasts one unit at a time while sharding, below)
         model.float()
     if cfg.student.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -391,7 +391,7 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
     model.train()
     if sharded:  # before the optimizer exists: it steps the shards (DTensors)
         compute = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
-        fsdp.shard_model(model, device, param_dtype=compute)
+        fsdp.shard_model(model, device, param_dtype=compute, upcast=True)
     if shard_frozen:
         for frozen in (teacher, reference):
             if frozen is not None:
