@@ -26,7 +26,7 @@ def test_stops_at_the_first_eval_reaching_the_threshold(tmp_path, tiny_qwen2vl_d
 
     accuracies = iter([0.0, 0.1, 0.6, 0.9, 0.9])  # evals at steps 0, 2, 4, ...
 
-    def fake_eval(ctx, examples, seed, batch_prompts=16):
+    def fake_eval(ctx, examples, seed, batch_prompts=16, **_):
         return {"accuracy": next(accuracies), "completion_len": 1.0, "n_prompts": float(len(examples))}
 
     monkeypatch.setattr(evaluate, "evaluate_student", fake_eval)

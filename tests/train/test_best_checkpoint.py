@@ -118,7 +118,7 @@ def test_stale_best_is_discarded_and_prune_protects_best(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_saves_the_best_checkpoint_collectively(tmp_path, tiny_qwen2vl_dir):
-    """Only the main process evaluates; the best decision is shared so every process joins the save
+    """Every process evaluates its share; the main process decides the best and shares it, so every process joins the save
     (a process left out would hang the run at the checkpoint barrier)."""
     import os
     import subprocess

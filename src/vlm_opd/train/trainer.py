@@ -716,10 +716,12 @@ def _save_sharded_checkpoint(accelerator, model, optimizer, scheduler, out_dir: 
 
 
 def _shared_flag(accelerator, flag: bool) -> bool:
-    """A decision the main process took (it alone evaluates), shared so every process acts on it."""
+    """A decision the main process took (its `flag`; the other processes' are ignored: only the main
+    process tracks the best checkpoint), shared so every process acts on it."""
     if accelerator.num_processes == 1:
         return bool(flag)
-    return accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum").item() > 0
+    value = float(flag) if accelerator.is_main_process else 0.0
+    return accelerator.reduce(torch.tensor(value, device=accelerator.device), reduction="sum").item() > 0
 
 
 def _commit_best(best: BestTracker, result: dict, step: int, path: Path, keep_last: int, is_main: bool,
@@ -736,12 +738,10 @@ def _commit_best(best: BestTracker, result: dict, step: int, path: Path, keep_la
 def _log_eval(ctx: StepContext, eval_examples, step: int, wall_s: float, metrics, accelerator) -> dict:
     from vlm_opd.train.evaluate import evaluate_student
 
-    result = {}
-    # Under FSDP every process runs the same evaluation (a sharded teacher scores only if all of them
-    # take part); the main process logs it.
-    if accelerator.is_main_process or ctx.cfg.parallel.strategy == "fsdp":
-        with accelerator.autocast():
-            result = evaluate_student(ctx, eval_examples, seed=derive_seed(ctx.cfg.seed, "eval", step))
+    # Every process evaluates its share of the batches; the main process logs the gathered result.
+    with accelerator.autocast():
+        result = evaluate_student(ctx, eval_examples, seed=derive_seed(ctx.cfg.seed, "eval", step),
+                                  rank=accelerator.process_index, nproc=accelerator.num_processes)
     if accelerator.is_main_process:
         metrics.log({"step": step, "wall_s": wall_s, **{f"eval/{k}": v for k, v in result.items()}})
     accelerator.wait_for_everyone()
