@@ -86,3 +86,45 @@ def test_two_processes_follow_the_main_process_refusal(tmp_path, tiny_qwen2vl_di
     # (accelerate's launcher prints its own traceback for a failed child; none comes from our processes)
     assert "src/vlm_opd" not in res.stderr and "site-packages/vlm_opd" not in res.stderr
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no lock, run.json or config left behind
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_process_without_images_does_not_break_the_collectives(tmp_path, strategy, tiny_qwen2vl_dir,
+                                                                 tiny_qwen25vl_dir):
+    """One process gets a text-only prompt, the other an image: the first skips the vision tower, whose
+    parameters then had no gradient there (DDP's all-reduce and FSDP's reduce-scatter crashed with a
+    collective mismatch; on GPUs it can hang). Now the run completes and equals one process."""
+    import json
+
+    from PIL import Image
+
+    from vlm_opd.models import load_model
+
+    Image.new("RGB", (56, 56), (200, 30, 30)).save(tmp_path / "red.png")
+    rows = [{"id": "img", "problem": "<image> What color is the image?", "answer": "red", "images": ["red.png"]},
+            {"id": "txt", "problem": "What is 2 + 3?", "answer": "5"}]
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"method": "opd", "student": {"path": str(tiny_qwen2vl_dir)}, "teacher": {"path": str(tiny_qwen25vl_dir)},
+           "data": {"train": str(tmp_path / "mixed.jsonl")}, "rollout": {"k": 2, "max_new_tokens": 6},
+           "optim": {"lr": 0.1, "eps": 1.0, "schedule": "constant", "max_grad_norm": None},
+           "prompts_per_step": 2, "steps": 2, "parallel": {"strategy": strategy}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    two = subprocess.run(
+        [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vlm_opd.cli", "train",
+         str(path), f"output_dir={tmp_path / 'two'}", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "vlm_opd.cli", "train", str(path), f"output_dir={tmp_path / 'one'}",
+                          "parallel.strategy=ddp", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = load_model(tmp_path / "one" / "final").model.state_dict()
+    b = load_model(tmp_path / "two" / "final").model.state_dict()
+    s = load_model(tiny_qwen2vl_dir).model.state_dict()
+    moved = max((a[k] - s[k]).abs().max().item() for k in a)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert moved > 1e-3
+    assert diff <= 1e-4 * moved + 1e-6, (diff, moved)

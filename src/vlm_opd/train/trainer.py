@@ -423,6 +423,11 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         ctx.rollout_backend = training_backend(cfg, unwrapped, nproc, train_examples + eval_examples)
     step_fn = STEP_FUNCTIONS[cfg.method]
     policy = cfg.method in POLICY_METHODS
+    # With several processes, a micro-batch without images skips the vision tower on one process only: its
+    # parameters then get no gradient there, and DDP's all-reduce / FSDP's reduce-scatter see different
+    # gradient sets on different processes (a collective mismatch: a crash or a hang). A zero-weighted sum
+    # of the tower's parameters gives them a (zero) gradient everywhere; the update is unchanged.
+    vision_tower = _trainable_vision_tower(unwrapped) if nproc > 1 else None
     n_updates = cfg.grpo.ppo_epochs * cfg.grpo.mini_batches if policy else 1
 
     # Resume.
@@ -504,6 +509,8 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
                                 loss, diags = policy_update_loss(ctx, batches[m], rows[m], token_normalizer=normalizer)
                             else:
                                 loss, diags = step_fn(ctx, chunks[m], step_seed)
+                            if vision_tower is not None:
+                                loss = loss + _zero_touch(vision_tower)
                         accelerator.backward(loss / cfg.grad_accum)
                     loss_local += float(loss.detach()) / cfg.grad_accum
                     for key, value in diags.items():
@@ -622,6 +629,21 @@ def _train_stage(cfg: TrainConfig, accelerator, claim, *, progress: bool = True)
         accelerator.end_training()
     return TrainResult(final_dir=final_dir, steps=n_steps, metrics_path=out_dir / "metrics.jsonl",
                        skipped_steps=state["skipped_steps"], is_main_process=is_main)
+
+
+def _trainable_vision_tower(model) -> torch.nn.Module | None:
+    """The student's vision tower if it has trainable parameters (Qwen-VL: `model.visual`), else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", base)
+    tower = getattr(inner, "visual", None) or getattr(base, "visual", None)
+    if tower is None or not any(p.requires_grad for p in tower.parameters()):
+        return None
+    return tower
+
+
+def _zero_touch(module: torch.nn.Module) -> torch.Tensor:
+    """0 x the sum of `module`'s trainable parameters (read now: FSDP swaps gathered tensors in after a forward)."""
+    return 0.0 * torch.stack([p.sum().float() for p in module.parameters() if p.requires_grad]).sum()
 
 
 def _finished_run(out_dir: Path) -> dict | None:
