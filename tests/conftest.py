@@ -158,3 +158,31 @@ def nan_loss_at(monkeypatch):
         return calls
 
     return patch
+
+
+def launch_cli(args, nproc: int = 2, *, script=None, env: dict | None = None, cpu: bool = True, timeout: int = 600):
+    """Run `vlm-opd ARGS` (or `python SCRIPT ARGS`) in `nproc` processes with `accelerate launch --multi_gpu`
+    (CPU, gloo: ACCELERATE_USE_CPU=1 unless `cpu=False`), or in one plain process for nproc=1.
+    Returns the CompletedProcess (text output captured)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = [str(script)] if script is not None else ["-m", "vlm_opd.cli"]
+    if nproc > 1:
+        cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(nproc),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *target, *map(str, args)]
+    else:
+        cmd = [sys.executable, *target, *map(str, args)]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    if cpu:
+        full_env["ACCELERATE_USE_CPU"] = "1"
+    else:
+        full_env.pop("ACCELERATE_USE_CPU", None)
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def launch():
+    """`launch(args, nproc=2, script=None, env=None, cpu=True)`: see `launch_cli`."""
+    return launch_cli

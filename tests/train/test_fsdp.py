@@ -25,14 +25,7 @@ from vlm_opd.errors import ConfigError
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def _launch(args, nproc=2, extra_env=None):
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(nproc),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"] if nproc > 1 else [sys.executable]
-    out = subprocess.run(cmd + [str(HERE / "fsdp_entry.py"), *args], capture_output=True, text=True,
-                         env={**ENV, **(extra_env or {})}, timeout=600)
-    return out
+ENTRY = HERE / "fsdp_entry.py"  # the CLI with test hooks (varied rewards, a simulated crash)
 
 
 def _state(path):
@@ -62,7 +55,7 @@ def _base(student, **extra):
 
 @pytest.mark.slow
 def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, tiny_qwen2vl_dir, tiny_qwen25vl_dir,
-                                                                     tiny_qwen3_lm_dir):
+                                                                     tiny_qwen3_lm_dir, launch):
     """One chained config runs every method (one launch instead of six): SFT, KD (teacher sampling on
     gathered weights), VA-OPD (real + degraded teacher passes, 2 micro-batches, gradient clipping on sharded
     gradients), GRPO with the KL to a sharded reference, PAPO (masked pass, 2 PPO epochs), VOLD (a sharded
@@ -84,9 +77,10 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
     ])
     path = tmp_path / "stages.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    two = _launch(["train", str(path), f"output_dir={tmp_path / 'two'}", "parallel.strategy=fsdp", "--no-progress"])
+    two = launch(["train", path, f"output_dir={tmp_path / 'two'}", "parallel.strategy=fsdp", "--no-progress"],
+                 script=ENTRY)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = _launch(["train", str(path), f"output_dir={tmp_path / 'one'}", "--no-progress"], nproc=1)
+    one = launch(["train", str(path), f"output_dir={tmp_path / 'one'}", "--no-progress"], nproc=1, script=ENTRY)
     assert one.returncode == 0, one.stderr[-3000:]
     before = _state(tiny_qwen2vl_dir)
     stages = sorted(p.name for p in (tmp_path / "one").iterdir() if p.name.startswith("stage"))
@@ -111,8 +105,7 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
     for args in (["eval", "--write-fixtures", str(bench)],
                  ["eval", "--model", str(tmp_path / "two" / stages[-1] / "final"), "--benchmarks", "mmstar",
                   "--data-dir", str(bench), "--k", "1", "--max-new-tokens", "8", "--out", str(tmp_path / "ev")]):
-        res = subprocess.run([sys.executable, "-m", "vlm_opd.cli", *args], capture_output=True, text=True, env=ENV,
-                             timeout=300)
+        res = launch(args, nproc=1)
         assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert "mmstar" in json.dumps(results)
@@ -160,29 +153,31 @@ def tied_qwen3vl_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fsdp_crash_and_resume_matches_an_uninterrupted_run(tmp_path, tied_qwen3vl_dir, tiny_qwen3vl_dir):
+def test_fsdp_crash_and_resume_matches_an_uninterrupted_run(tmp_path, tied_qwen3vl_dir, tiny_qwen3vl_dir, launch):
     """Also: a tied-embedding student (one parameter, two uses, one FSDP unit) with gradient checkpointing."""
     cfg = _base(tied_qwen3vl_dir, method="va_opd", teacher={"path": str(tiny_qwen3vl_dir)}, steps=3,
                 checkpoint_every=1, keep_last=3, parallel={"strategy": "fsdp"})
     cfg["student"]["gradient_checkpointing"] = True
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    full = _launch(["train", str(path), f"output_dir={tmp_path / 'full'}", "--no-progress"])
+    full = launch(["train", str(path), f"output_dir={tmp_path / 'full'}", "--no-progress"], script=ENTRY)
     assert full.returncode == 0, full.stderr[-3000:]
-    cut = _launch(["train", str(path), f"output_dir={tmp_path / 'cut'}", "--no-progress"],
-                  extra_env={"VLM_OPD_TEST_CRASH_AT": "3"})
+    cut = launch(["train", str(path), f"output_dir={tmp_path / 'cut'}", "--no-progress"], script=ENTRY,
+                 env={"VLM_OPD_TEST_CRASH_AT": "3"})
     assert cut.returncode != 0 and "simulated crash" in cut.stderr
     step2 = tmp_path / "cut" / "checkpoints" / "step-000002"
     assert (step2 / "COMPLETE").exists() and (step2 / "state" / ".metadata").exists()
     assert len(list((step2 / "state").glob("*.distcp"))) == 2  # one shard file per process
     shutil.copytree(tmp_path / "cut", tmp_path / "one")  # the same crashed run, to resume on one process
-    resumed = _launch(["train", str(path), f"output_dir={tmp_path / 'cut'}", "resume=latest", "--no-progress"])
+    resumed = launch(["train", path, f"output_dir={tmp_path / 'cut'}", "resume=latest", "--no-progress"],
+                     script=ENTRY)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _state(tmp_path / "full" / "final"), _state(tmp_path / "cut" / "final")
     assert all(torch.equal(a[k], b[k]) for k in a)  # same processes, same order: bit-identical
 
     # A sharded checkpoint loads on another number of processes: resume the 2-process run on one.
-    one = _launch(["train", str(path), f"output_dir={tmp_path / 'one'}", "resume=latest", "--no-progress"], nproc=1)
+    one = launch(["train", str(path), f"output_dir={tmp_path / 'one'}", "resume=latest", "--no-progress"], nproc=1,
+                 script=ENTRY)
     assert one.returncode == 0, one.stderr[-3000:]
     moved, diff, tol = _compare(tmp_path / "full" / "final", tmp_path / "one" / "final", _state(tied_qwen3vl_dir))
     assert moved > 1e-4 and diff <= tol, (diff, moved, tol)
