@@ -332,3 +332,32 @@ def run_demo_seeds(out_dir: str | os.PathLike, seeds: list[int], *, quick: bool 
     for m in summary["paired_to_opd"]:
         con.print(verdict(summary, m))
     return summary
+
+
+def study_table(out_dirs: dict[str, str | os.PathLike]) -> str:
+    """The study's table (docs/va_opd_study.md) from `vlm-opd demo --seeds` output directories
+    ({setting: out dir}, each holding the summary `metrics.json`): one row per setting and method with
+    the final accuracy on each split, mean VA at start and end, the objective share on the read-off
+    digits at start and end, and the paired difference to OPD, each as mean [95% t-interval]."""
+    import json
+
+    head = ["setting", "method", "n seeds", "accuracy, held-out split, %", "accuracy, main split, %",
+            "mean VA start -> end", "objective on read-off digits, start -> end, %",
+            "paired diff to OPD, held-out, points", "paired diff to OPD, main split, points"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for setting, d in out_dirs.items():
+        s = json.loads((Path(d) / "metrics.json").read_text(encoding="utf-8"))
+        for name, row in s["methods"].items():
+            if name == "teacher":
+                continue
+            pair = s["paired_to_opd"].get(name, {})
+            get = lambda key, scale=100.0, fmt="{:.1f}", r=row: _ci(r[key], scale, fmt) if key in r else "-"  # noqa: E731
+            va = f"{get('mean_va_start', 1, '{:.3f}')} -> {get('mean_va', 1, '{:.3f}')}"
+            share = (f"{get('digit_share_start')} -> {get('digit_share_end')}" if "digit_share_start" in row else "-")
+            diff = lambda key, p=pair: (_ci(p[key], 100, "{:+.1f}") + (" *" if p[key]["low"] is not None and  # noqa: E731
+                                        (p[key]["low"] > 0 or p[key]["high"] < 0) else "")) if key in p else "-"
+            cells = [setting, _row_label(name), str(len(row["accuracy"]["per_seed"])), get("accuracy"),
+                     get("accuracy_main"), va if name != "student_init" else get("mean_va", 1, "{:.3f}"), share,
+                     diff("accuracy_diff"), diff("accuracy_main_diff")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
