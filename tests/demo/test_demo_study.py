@@ -142,3 +142,22 @@ def test_study_summary_columns_and_paired_main_split(tmp_path):
     assert row[:3] == ["shortcut", "VA-OPD shift+pos+floor", "3"]
     assert row[4] == "76.7 [72.9, 80.5]" and row[6] == "60.0 [60.0, 60.0] -> 70.0 [70.0, 70.0]"
     assert row[8].startswith("+5.7 [") and row[8].endswith("*") and not row[7].endswith("*")
+
+
+def test_summarize_seed_dirs_from_separate_single_seed_runs(tmp_path):
+    from vlm_opd.demo.seeds import summarize_seed_dirs
+
+    for seed, (o, v) in enumerate([(0.5, 0.52), (0.6, 0.59)]):
+        m = {**_study_metrics(o, v, 0.7, 0.75), "seed": seed, "recipe": "full-shortcut", "wall_s": 10.0}
+        (tmp_path / f"seed-{seed}").mkdir()
+        (tmp_path / f"seed-{seed}" / "metrics.json").write_text(json.dumps(m))
+    s = summarize_seed_dirs(tmp_path)
+    assert s["seeds"] == [0, 1] and s["wall_s"] == 20.0 and s["recipe"] == "full-shortcut"
+    assert s["paired_to_opd"]["va_opd_shift"]["accuracy_diff"]["per_seed"] == pytest.approx([0.02, -0.01])
+    assert json.loads((tmp_path / "metrics.json").read_text())["n_seeds"] == 2
+    assert "## Verdict" in (tmp_path / "report.md").read_text()
+    # seeds of different runs are refused, not mixed
+    bad = json.loads((tmp_path / "seed-1" / "metrics.json").read_text())
+    (tmp_path / "seed-1" / "metrics.json").write_text(json.dumps({**bad, "recipe": "full-dilution"}))
+    with pytest.raises(ConfigError, match="different recipes"):
+        summarize_seed_dirs(tmp_path)

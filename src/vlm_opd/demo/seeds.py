@@ -334,6 +334,33 @@ def run_demo_seeds(out_dir: str | os.PathLike, seeds: list[int], *, quick: bool 
     return summary
 
 
+def summarize_seed_dirs(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """(Re)write `<out_dir>/metrics.json` and `report.md` from the single-seed demos in `<out_dir>/seed-<N>/`
+    (for seeds run as separate `vlm-opd demo --seed N --out <out_dir>/seed-N` processes, e.g. in parallel).
+    Every seed must have run the same recipe and methods; returns the summary."""
+    import json
+
+    out = Path(out_dir)
+    per_seed, recipes, method_sets = {}, set(), set()
+    for path in sorted(out.glob("seed-*/metrics.json")):
+        m = json.loads(path.read_text(encoding="utf-8"))
+        per_seed[int(m["seed"])] = m
+        recipes.add(m["recipe"])
+        method_sets.add(tuple(m["methods"]))
+    if len(per_seed) < 2:
+        raise ConfigError(f"{out}: need at least two seed-<N>/metrics.json for an interval, found {len(per_seed)}")
+    if len(recipes) != 1 or len(method_sets) != 1:
+        raise ConfigError(f"{out}: the seeds ran different recipes {sorted(recipes)} or methods {sorted(method_sets)}")
+    methods = list(method_sets.pop())
+    summary = summarize_seeds(per_seed, methods)
+    wall = sum(per_seed[s]["wall_s"] for s in per_seed)
+    summary.update(recipe=recipes.pop(), wall_s=wall, per_seed_wall_s={s: per_seed[s]["wall_s"] for s in per_seed},
+                   per_seed_reports={s: str(out / f"seed-{s}" / "report.md") for s in per_seed})
+    atomic_write_json(out / "metrics.json", summary)
+    atomic_write_text(out / "report.md", seeds_report_markdown(summary, methods, summary["recipe"], wall))
+    return summary
+
+
 def study_table(out_dirs: dict[str, str | os.PathLike]) -> str:
     """The study's table (docs/va_opd_study.md) from `vlm-opd demo --seeds` output directories
     ({setting: out dir}, each holding the summary `metrics.json`): one row per setting and method with
