@@ -56,22 +56,39 @@ def test_parse_seeds():
 
 @pytest.mark.slow
 def test_quick_demo_with_seeds_end_to_end(tmp_path, capsys):
+    """`--seeds` with the study's options (--setting shortcut, a VA-OPD variant): the plain `--seeds` path is
+    the same code with the default recipe and methods."""
     out, cache = tmp_path / "report", tmp_path / "cache"
-    assert main(["demo", "--quick", "--seeds", "0,1", "--out", str(out), "--cache-dir", str(cache)]) == 0
+    assert main(["demo", "--quick", "--seeds", "0,1", "--out", str(out), "--cache-dir", str(cache),
+                 "--setting", "shortcut", "--methods", "opd,va_opd_shift"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("training the teacher from scratch") == 1  # the second seed reuses the cached teacher
     assert "reusing the cached teacher" in printed
     for seed in (0, 1):
         single = json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
-        assert single["seed"] == seed
+        assert single["seed"] == seed and single["recipe"] == "quick-shortcut" and single["study"]
+        assert set(single["methods"]) == {"opd", "va_opd_shift"}
+        cfg = (out / f"seed-{seed}" / "configs" / "va_opd_shift.yaml").read_text()
+        assert "method: va_opd" in cfg and "va_kind: teacher_shift" in cfg and "shortcut: 0.6" in cfg
+        a = single["analysis"]
+        for model in ("student_init", "opd", "va_opd_shift"):
+            assert 0 <= a[model]["main_split"]["accuracy"] <= 1 and a[model]["main_split"]["n"] == 8 * 2
+            assert 0 <= a[model]["blind_main"]["accuracy"] <= 1
+        shares = a["student_init"]["objective_share"]
+        assert set(shares) == {"opd", "va_opd_shift"}
+        assert all(sum(v.values()) == pytest.approx(1.0) for v in shares.values())
     m = json.loads((out / "metrics.json").read_text())
     assert m["seeds"] == [0, 1] and m["n_seeds"] == 2
-    for method in ("student_init", "opd", "va_opd"):
+    for method in ("student_init", "opd", "va_opd_shift"):
         acc = m["methods"][method]["accuracy"]
         assert len(acc["per_seed"]) == 2 and acc["low"] <= acc["mean"] <= acc["high"]
-    d = m["paired_to_opd"]["va_opd"]["accuracy_diff"]
-    assert d["per_seed"] == pytest.approx([m["methods"]["va_opd"]["accuracy"]["per_seed"][i]
+        assert len(m["methods"][method]["accuracy_main"]["per_seed"]) == 2
+    assert len(m["methods"]["va_opd_shift"]["digit_share_end"]["per_seed"]) == 2
+    d = m["paired_to_opd"]["va_opd_shift"]["accuracy_diff"]
+    assert d["per_seed"] == pytest.approx([m["methods"]["va_opd_shift"]["accuracy"]["per_seed"][i]
                                            - m["methods"]["opd"]["accuracy"]["per_seed"][i] for i in range(2)])
     report = (out / "report.md").read_text()
-    assert "final accuracy, % (mean [95% CI])" in report and "final mean VA (mean [95% CI])" in report
+    assert "final accuracy, held-out split, % (mean [95% CI])" in report and "final mean VA (mean [95% CI])" in report
     assert "accuracy diff, points (mean [95% CI])" in report and "## Verdict" in report
+    assert "final accuracy, main split" in report and "objective on read-off digits: start -> end" in report
+    assert "accuracy with a blank image, main split" in report

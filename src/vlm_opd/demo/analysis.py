@@ -34,6 +34,8 @@ class ModelRollouts:
     k: int
     # With `objective=True`: where OPD's and VA-OPD's objectives put their weight on these rollouts.
     objective: dict[str, dict[str, float]] | None = None
+    # With `objective`: the share of each method's summed token weight w_t (not w_t x KL_t) per kind.
+    objective_weight: dict[str, dict[str, float]] | None = None
 
     @property
     def accuracy(self) -> float:
@@ -53,11 +55,11 @@ def reading_positions(tokens: list[str]) -> list[int]:
 
 
 def score_model(lm, teacher, examples: list[Example], *, label: str, k: int, max_new_tokens: int, seed: int,
-                degrade, batch_prompts: int = 16, objective: dict[str, float] | None = None) -> ModelRollouts:
+                degrade, batch_prompts: int = 16, objective: dict[str, dict[str, Any]] | None = None) -> ModelRollouts:
     """Sample `k` rollouts per example from `lm` at T = 1.0 and score their per-token VA under `teacher`.
 
-    `objective` ({tau, lam, top_frac}) also measures, on these rollouts, how OPD's and VA-OPD's losses
-    distribute their weight over token kinds (`objective_weights`).
+    `objective` ({method: loss spec}, see `recipe.method_va_params`) also measures, on these rollouts,
+    how each method's loss distributes its weight over token kinds (`objective_weights`).
     """
     from vlm_opd import algorithms as A
     from vlm_opd.rewards import accuracy_reward
@@ -66,12 +68,15 @@ def score_model(lm, teacher, examples: list[Example], *, label: str, k: int, max
 
     texts, tokens, vas, correct, values = [], [], [], [], []
     sums: dict[str, dict[str, float]] = {}
+    wsums: dict[str, dict[str, float]] = {}
+    need_shift = objective is not None and any(s["va_kind"] == "teacher_shift" for s in objective.values())
     lm.model.eval()
     for start in range(0, len(examples), batch_prompts):
         chunk = examples[start:start + batch_prompts]
         with torch.no_grad():
             rollout = sample(lm, chunk, k=k, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + start)
-            sig = teacher_signals(teacher, rollout, degrade=degrade, need_hidden=False)
+            sig = teacher_signals(teacher, rollout, degrade=degrade, need_hidden=objective is not None,
+                                  need_hidden_degraded=need_shift)
         mask = rollout.completion_mask.float()
         va = A.visual_advantage(sig.logprobs_real, sig.logprobs_degraded, mask.to(sig.logprobs_real.device))
         first = len(tokens)
@@ -85,13 +90,15 @@ def score_model(lm, teacher, examples: list[Example], *, label: str, k: int, max
             values.append([int(v) for v in chunk[b // k].meta.get("values", [])])
         if objective is not None:
             kinds = _token_kinds(tokens[first:], values[first:], mask.shape[1])
-            for method, shares in objective_weights(lm, teacher, rollout, sig, va, mask, kinds, **objective).items():
-                for kind, value in shares.items():
-                    sums.setdefault(method, {}).setdefault(kind, 0.0)
-                    sums[method][kind] += value
+            for method, shares in objective_weights(lm, teacher, rollout, sig, va, mask, kinds, objective).items():
+                for kind in TOKEN_KINDS:
+                    sums.setdefault(method, dict.fromkeys(TOKEN_KINDS, 0.0))[kind] += shares["mass"][kind]
+                    wsums.setdefault(method, dict.fromkeys(TOKEN_KINDS, 0.0))[kind] += shares["weight"][kind]
     out = ModelRollouts(label=label, texts=texts, tokens=tokens, va=vas, correct=correct, values=values, k=k)
     if objective is not None:
-        out.objective = {m: {kind: v / max(sum(d.values()), 1e-12) for kind, v in d.items()} for m, d in sums.items()}
+        norm = lambda d: {kind: v / max(sum(d.values()), 1e-12) for kind, v in d.items()}  # noqa: E731
+        out.objective = {m: norm(d) for m, d in sums.items()}
+        out.objective_weight = {m: norm(d) for m, d in wsums.items()}
     return out
 
 
@@ -108,13 +115,33 @@ def _token_kinds(tokens: list[list[str]], values: list[list[int]], width: int) -
     return kinds
 
 
-def objective_weights(student, teacher, rollout, sig, va, mask, kinds, *, tau: float, lam: float,
-                      top_frac: float) -> dict[str, dict[str, float]]:
-    """How much of each objective sits on each token kind, for one rollout batch (no training).
+def method_va(spec: dict[str, Any], sig, va_sampled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`[B, T]` the VA a method's training step would use on this rollout batch: the paper's sampled VA
+    (`va_sampled`) or `teacher_shift_va` from the teacher's two hidden states (`va_kind`), then
+    `floor_va` (`va_floor`), exactly as `train.step.distill_loss` does."""
+    from vlm_opd import algorithms as A
 
-    The per-token reverse KL to the teacher is computed as in training; the weight each loss gives
-    to a token is d loss / d KL_t (autograd through `va_opd_loss`, which is OPD's token mean with
-    reweighting and grouping off). Returns {"opd" | "va_opd": {kind: sum over tokens of w_t * KL_t}}.
+    if spec["va_kind"] == "teacher_shift":
+        if sig.hidden_degraded is None or sig.hidden_real is None:
+            raise ValueError("method_va: teacher_shift needs the teacher's real and degraded hidden states")
+        va = A.teacher_shift_va(sig.hidden_real, sig.hidden_degraded, sig.lm_head_weight,
+                                mask.to(sig.hidden_real.device), divergence=spec["shift_divergence"])
+    else:
+        va = va_sampled
+    va = va.to(device=mask.device, dtype=mask.dtype)
+    if spec["va_floor"] > 0:
+        va = A.floor_va(va, spec["va_floor"])
+    return va
+
+
+def objective_weights(student, teacher, rollout, sig, va, mask, kinds,
+                      specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Where each method's objective puts its weight on one rollout batch (no training).
+
+    The per-token reverse KL to the teacher is computed as in training; the weight a loss gives to a
+    token is w_t = d loss / d KL_t (autograd through `va_opd_loss` with the method's own VA definition,
+    rollout weights and groups; OPD is its plain token mean). Returns, per method in `specs`,
+    {"mass": {kind: sum of w_t * KL_t}, "weight": {kind: sum of w_t}} over the token kinds of `kinds`.
     """
     from vlm_opd import algorithms as A
     from vlm_opd.scoring import completion_hidden, per_token_divergence
@@ -129,14 +156,50 @@ def objective_weights(student, teacher, rollout, sig, va, mask, kinds, *, tau: f
                                   mask.to(hidden.device))  # [B, T]
     pk = rollout.view_pk
     out = {}
-    for method, on in (("opd", False), ("va_opd", True)):
+    m = mask.to(kl.device)
+    for method, spec in specs.items():
+        with torch.no_grad():
+            va_m = method_va(spec, sig, va, m)
         leaf = kl.detach().clone().requires_grad_(True)
-        loss, _ = A.va_opd_loss(pk(leaf), pk(va.to(leaf.device)), pk(mask.to(leaf.device)), tau=tau,
-                                top_frac=top_frac, lam=lam, reweight=on, grouped=on)
+        loss, _ = A.va_opd_loss(pk(leaf), pk(va_m), pk(m), tau=spec["tau"], top_frac=spec["top_frac"],
+                                lam=spec["lam"], reweight=spec["reweight"], grouped=spec["grouped"],
+                                high_group=spec["high_group"])
         (weight,) = torch.autograd.grad(loss, leaf)
-        mass = (weight * kl).detach()
-        out[method] = {kind: float(mass[kinds.to(mass.device) == i].sum()) for i, kind in enumerate(TOKEN_KINDS)}
+        weight = weight.detach() * m
+        mass = weight * kl.detach()
+        k = kinds.to(mass.device)
+        out[method] = {"mass": {kind: float(mass[k == i].sum()) for i, kind in enumerate(TOKEN_KINDS)},
+                       "weight": {kind: float(weight[k == i].sum()) for i, kind in enumerate(TOKEN_KINDS)}}
     return out
+
+
+def answer_stats(lm, examples: list[Example], *, k: int, max_new_tokens: int, seed: int,
+                 batch_prompts: int = 16) -> dict[str, float]:
+    """Accuracy of `k` rollouts per example at T = 1.0 (no teacher) and, when the examples carry a
+    shortcut hint (`meta["hint"]`), how often the answer copies it where it is NOT the answer
+    (`hint_follow_when_wrong`, over those rollouts; None if there are none)."""
+    from vlm_opd.rewards import accuracy_reward
+    from vlm_opd.rewards import verify_math
+    from vlm_opd.rewards.extract import extract_final_answer
+    from vlm_opd.rollout import sample
+
+    correct, follow, n_wrong_hint = 0, 0, 0
+    n = 0
+    lm.model.eval()
+    for start in range(0, len(examples), batch_prompts):
+        chunk = examples[start:start + batch_prompts]
+        with torch.no_grad():
+            rollout = sample(lm, chunk, k=k, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + start)
+        for b, text in enumerate(rollout.texts):
+            ex = chunk[b // k]
+            n += 1
+            correct += accuracy_reward(text, ex) > 0
+            if "hint" in ex.meta and not ex.meta.get("hint_is_answer", False):
+                n_wrong_hint += 1
+                follow += bool(verify_math(extract_final_answer(text), str(ex.meta["hint"])))
+    return {"accuracy": correct / max(n, 1), "n": n,
+            "hint_follow_when_wrong": follow / n_wrong_hint if n_wrong_hint else None,
+            "n_hint_wrong": n_wrong_hint}
 
 
 def reading_stats(r: ModelRollouts) -> dict[str, float]:
@@ -176,3 +239,18 @@ def heatmap_panels(runs: list[ModelRollouts], prompt: str, index: int = 0) -> li
     """Figure 6 panels: rollout `index` of every model (the same held-out prompt for all)."""
     return [{"label": r.label, "prompt": prompt, "tokens": r.tokens[index], "va": r.va[index].tolist(),
              "correct": bool(r.correct[index])} for r in runs]
+
+
+def hint_stats(r: ModelRollouts, examples: list[Example]) -> dict[str, Any]:
+    """On rollouts of `examples` (k per example, in order): how often the final answer copies the
+    shortcut hint where the hint is NOT the answer (`hint_follow_when_wrong`; None without such cases)."""
+    from vlm_opd.rewards import verify_math
+    from vlm_opd.rewards.extract import extract_final_answer
+
+    follow, n = 0, 0
+    for b, text in enumerate(r.texts):
+        ex = examples[b // r.k]
+        if "hint" in ex.meta and not ex.meta.get("hint_is_answer", False):
+            n += 1
+            follow += bool(verify_math(extract_final_answer(text), str(ex.meta["hint"])))
+    return {"hint_follow_when_wrong": follow / n if n else None, "n_hint_wrong": n}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlm_opd.demo.recipe import FULL, METHOD_LABELS, QUICK, VA_OPD_PARAMS, DemoRecipe, method_configs
+from vlm_opd.demo.recipe import FULL, METHOD_LABELS, QUICK, DemoRecipe, method_configs, method_va_params
 from vlm_opd.demo.runner import Run, run_parallel
 from vlm_opd.io_utils import atomic_write_dir, atomic_write_json, atomic_write_text
 
@@ -154,7 +154,7 @@ def _method_summary(run_dir: Path, wall_s: float) -> dict[str, Any]:
 
 def run_demo(out_dir: str | os.PathLike = "demo-report", quick: bool = False, seed: int = 0, with_grpo: bool = False,
              *, cache_dir: str | os.PathLike | None = None, recipe: DemoRecipe | None = None, console=None,
-             jobs: int = 2) -> DemoResult:
+             jobs: int = 2, methods: list[str] | None = None, study: bool = False) -> DemoResult:
     """Run the whole demo and write the report into `out_dir` (see the module docstring).
 
     Args:
@@ -165,6 +165,10 @@ def run_demo(out_dir: str | os.PathLike = "demo-report", quick: bool = False, se
         cache_dir: teacher cache root (default `default_cache_dir()`).
         recipe: override the recipe (default FULL, or QUICK with `quick`).
         jobs: runs trained at once (each on one thread).
+        methods: distillation methods (`recipe.DISTILL_METHODS`, OPD first; default opd, va_opd).
+        study: the study's extra analysis (`vlm-opd demo --setting/--methods`): each method's objective
+            share on the read-off digits also on its final student's rollouts and, on a shortcut task,
+            accuracy on the main split, with a blank image, and the hint-following rate.
     """
     t_start = time.time()
     from transformers.utils import logging as hf_logging
@@ -184,7 +188,8 @@ def run_demo(out_dir: str | os.PathLike = "demo-report", quick: bool = False, se
         "teacher": str(models / "teacher"), "student": str(models / "student-coldstart"),
         "runs_dir": str(runs_dir),
     }
-    configs = method_configs(recipe, seed=seed, with_grpo=with_grpo, **paths)
+    distill = list(methods or ["opd", "va_opd"])
+    configs = method_configs(recipe, seed=seed, with_grpo=with_grpo, methods=distill, **paths)
     con.rule(f"[bold]vlm-opd demo[/] ({recipe.name} recipe, seed {seed})")
 
     # Phase 1: teacher (or cache) and the student's cold start, side by side.
@@ -232,7 +237,7 @@ def run_demo(out_dir: str | os.PathLike = "demo-report", quick: bool = False, se
 
     # Phase 2: distillation runs from the same student and seed.
     t0 = time.time()
-    methods = ["opd", "va_opd"] + (["grpo"] if with_grpo else [])
+    methods = distill + (["grpo"] if with_grpo else [])
     phase2 = [Run(m, METHOD_LABELS[m], configs[m]) for m in methods]
     con.print("[bold]phase 2[/]: " + " | ".join(r.label for r in phase2) +
               f" ({recipe.distill_steps} steps each, same student and seed)")
@@ -244,8 +249,9 @@ def run_demo(out_dir: str | os.PathLike = "demo-report", quick: bool = False, se
     from vlm_opd.demo import report as R
 
     metrics = _collect_metrics(recipe, configs, methods, walls, teacher_info, cached, teacher_cache, seed, paths)
-    analysis = _analysis(recipe, paths, configs, methods, seed, con)
+    analysis = _analysis(recipe, paths, configs, methods, seed, con, study)
     metrics["analysis"] = analysis["stats"]
+    metrics["study"] = study
     for m in methods:  # GRPO's own evals have no teacher, hence no VA: take it from the analysis pass
         summary = metrics["methods"][m]
         summary["va_source"] = "training evals"
@@ -294,23 +300,23 @@ def _cold_start(run_dir: Path, recipe: DemoRecipe) -> dict[str, Any]:
             "cold_start_check_prompts": recipe.student_check_prompts}
 
 
-def _analysis(recipe: DemoRecipe, paths, configs, methods, seed: int, con) -> dict[str, Any]:
+def _analysis(recipe: DemoRecipe, paths, configs, methods, seed: int, con, study: bool = False) -> dict[str, Any]:
     """Rollouts of the cold-start student and every distilled student on the same held-out prompts."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))  # the training runs are done: both cores
     try:
-        return _analysis_body(recipe, paths, configs, methods, seed, con)
+        return _analysis_body(recipe, paths, configs, methods, seed, con, study)
     finally:
         torch.set_num_threads(threads)
 
 
-def _analysis_body(recipe: DemoRecipe, paths, configs, methods, seed: int, con) -> dict[str, Any]:
+def _analysis_body(recipe: DemoRecipe, paths, configs, methods, seed: int, con, study: bool = False) -> dict[str, Any]:
     from vlm_opd.analysis.stats import va_summary
     from vlm_opd.data.degrade import get_degradation
     from vlm_opd.data.synthetic import generate
-    from vlm_opd.demo.analysis import heatmap_panels, reading_stats, score_model
+    from vlm_opd.demo.analysis import answer_stats, heatmap_panels, hint_stats, reading_stats, score_model
     from vlm_opd.models import load_model
 
     examples = generate(recipe.analysis_prompts, seed, split="eval", **recipe.task)
@@ -318,6 +324,16 @@ def _analysis_body(recipe: DemoRecipe, paths, configs, methods, seed: int, con) 
     degrade = get_degradation("pixelate", ratio=0.1)
     models = [("teacher", "Teacher", paths["teacher"]), ("student_init", "Cold-start student", paths["student"])]
     models += [(m, f"{METHOD_LABELS[m]} student", str(Path(configs[m]["output_dir"]) / "final")) for m in methods]
+    # Loss specs of the methods with a per-token KL objective (OPD, VA-OPD and its variants).
+    specs = {m: spec for m in methods if (spec := method_va_params(configs[m])) is not None}
+    shortcut = float(recipe.task.get("shortcut", 0) or 0)
+    if study and shortcut > 0:
+        # The main split: the same held-out images and values as the training evals (same seed and
+        # indices), with the hint holding as often as in training; and both splits with a blank image.
+        main_examples = generate(recipe.n_eval, seed, split="eval", **{**recipe.task, "shortcut_eval": shortcut})
+        blank = get_degradation("blank")
+        blind_main = [_with_images(ex, blank) for ex in main_examples[:recipe.analysis_prompts]]
+        blind_heldout = [_with_images(ex, blank) for ex in examples]
     runs, stats = {}, {}
     from rich.progress import Progress
 
@@ -325,7 +341,12 @@ def _analysis_body(recipe: DemoRecipe, paths, configs, methods, seed: int, con) 
         task = progress.add_task("analysis: rollouts scored by the teacher", total=len(models))
         for key, label, path in models:
             lm = teacher if key == "teacher" else load_model(path)
-            objective = VA_OPD_PARAMS if key == "student_init" else None
+            if key == "student_init":
+                objective = specs
+            elif study and key in specs:
+                objective = {key: specs[key]}
+            else:
+                objective = None
             r = score_model(lm, teacher, examples, label=label, k=recipe.analysis_k,
                             max_new_tokens=recipe.max_new_tokens, seed=seed, degrade=degrade, objective=objective)
             summary = va_summary(r.va)
@@ -335,8 +356,26 @@ def _analysis_body(recipe: DemoRecipe, paths, configs, methods, seed: int, con) 
                           "n_tokens": int(summary["n_tokens"]), **reading_stats(r)}
             if r.objective is not None:
                 stats[key]["objective_share"] = r.objective
+                if study:
+                    stats[key]["objective_weight_share"] = r.objective_weight
+            if study and shortcut > 0:
+                stats[key]["heldout_hint"] = hint_stats(r, examples)
+                stats[key]["main_split"] = answer_stats(lm, main_examples, k=recipe.eval_k,
+                                                        max_new_tokens=recipe.max_new_tokens, seed=seed)
+                if key != "teacher":
+                    stats[key]["blind_main"] = answer_stats(lm, blind_main, k=recipe.analysis_k,
+                                                            max_new_tokens=recipe.max_new_tokens, seed=seed)
+                    stats[key]["blind_heldout"] = answer_stats(lm, blind_heldout, k=recipe.analysis_k,
+                                                               max_new_tokens=recipe.max_new_tokens, seed=seed)
             progress.advance(task)
     ex = examples[0]
     prompt = ex.problem.replace("<image>", "[image] ") + f"   (printed values: {ex.meta['values']}, answer {ex.answer})"
     panels = heatmap_panels([runs["student_init"]] + [runs[m] for m in methods], prompt, index=0)
     return {"runs": runs, "stats": stats, "examples": examples, "heatmap": {"example_id": ex.id, "panels": panels}}
+
+
+def _with_images(example, degrade):
+    """`example` with every image replaced by `degrade(image)` (e.g. a blank image for a blind check)."""
+    import dataclasses
+
+    return dataclasses.replace(example, images=[degrade(im) for im in example.images])

@@ -27,6 +27,8 @@ Why the numbers are what they are (measured on this project's 2-core CPU):
 - Tried to show VA-OPD's gain by adding the paper's dilution (task.filler_sentences=3, max_new_tokens 60,
   optionally student_task={"filler_skew": 2.0}): OPD beat VA-OPD in all five runs by 4-7 points (see
   the README's demo section for the numbers and the two measured reasons), so FULL keeps the plain task.
+- The study over 3 seeds (`SETTINGS`, `VA_OPD_VARIANTS`, docs/va_opd_study.md): no setting and method
+  separated from OPD (paired 95% intervals all include 0), so FULL stays as it is.
 """
 
 from __future__ import annotations
@@ -142,6 +144,75 @@ METHOD_LABELS = {"opd": "Standard OPD", "va_opd": "VA-OPD", "grpo": "GRPO"}
 # The paper's VA-OPD hyperparameters (tau, lambda, p_v), used for training and for the analysis.
 VA_OPD_PARAMS = {"tau": 1.0, "lam": 0.5, "top_frac": 0.2}
 
+# VA-OPD variants `vlm-opd demo --methods` can run beside the paper's: each is method `va_opd` with
+# these `va_opd.*` overrides on top of the paper's parameters (see the README's "VA variants").
+# `va_opd_shift` combines the three measured fixes: position-level VA (a misread digit keeps its score),
+# a high group of positive VA only, and a floor that drops the tiny VA of filler/scaffold tokens.
+VA_OPD_VARIANTS: dict[str, dict[str, Any]] = {
+    "va_opd_shift": {"va_kind": "teacher_shift", "high_group": "positive", "va_floor": 0.01},
+    "va_opd_positive": {"high_group": "positive", "va_floor": 0.01},
+}
+METHOD_LABELS.update({
+    "va_opd_shift": "VA-OPD shift+pos+floor",
+    "va_opd_positive": "VA-OPD pos+floor",
+})
+DISTILL_METHODS = ("opd", "va_opd", *VA_OPD_VARIANTS)
+
+# Task settings of `vlm-opd demo --setting` (overrides of the recipe; "default" is the recipe itself).
+# - dilution: the paper's dilution built in on purpose: 3 image-independent "checking" sentences
+#   between the arithmetic and the answer (room for them: 60 new tokens).
+# - shortcut: a language shortcut: the question states a hint that equals the answer with probability
+#   0.6 on the training split; evaluation reports the held-out split (hint uninformative, the
+#   training evals) and the main split (hint as in training, `shortcut_eval` = 0.6).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "dilution": {"task": {"filler_sentences": 3}, "max_new_tokens": 60},
+    "shortcut": {"task": {"shortcut": 0.6}},
+}
+
+
+def setting_recipe(recipe: DemoRecipe, setting: str) -> DemoRecipe:
+    """`recipe` with the overrides of `setting` (one of SETTINGS); "default" returns `recipe` itself."""
+    if setting not in SETTINGS:
+        from vlm_opd.errors import ConfigError
+
+        raise ConfigError(f"--setting: expected one of {', '.join(SETTINGS)}, got {setting!r}")
+    if setting == "default":
+        return recipe
+    over = dict(SETTINGS[setting])
+    task = {**recipe.task, **over.pop("task", {})}
+    return dataclasses.replace(recipe, name=f"{recipe.name}-{setting}", task=task, **over)
+
+
+def parse_methods(text: str) -> list[str]:
+    """"opd,va_opd,va_opd_shift" -> the distillation methods to run; OPD is required (the baseline every
+    paired difference is taken against) and comes first."""
+    from vlm_opd.errors import ConfigError
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in DISTILL_METHODS]
+    if unknown or not names or len(set(names)) != len(names) or "opd" not in names:
+        raise ConfigError(f"--methods: expected distinct names from {', '.join(DISTILL_METHODS)} including opd "
+                          f"(comma-separated), got {text!r}")
+    return ["opd"] + [m for m in names if m != "opd"]
+
+
+def method_va_params(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The loss spec of a distillation run config, for the analysis of where its objective puts weight:
+    {reweight, grouped, tau, lam, top_frac, va_kind, va_floor, high_group, shift_divergence}; None for
+    methods without a per-token KL objective (GRPO)."""
+    if config["method"] == "opd":
+        return {**VA_OPD_PARAMS, "reweight": False, "grouped": False, "va_kind": "sampled", "va_floor": 0.0,
+                "high_group": "fixed", "shift_divergence": "kl_real_degraded"}
+    if config["method"] != "va_opd":
+        return None
+    va = config.get("va_opd", {})
+    return {"tau": va.get("tau", 1.0), "lam": va.get("lam", 0.5), "top_frac": va.get("top_frac", 0.2),
+            "reweight": va.get("reweight", True), "grouped": va.get("grouped", True),
+            "va_kind": va.get("va_kind", "sampled"), "va_floor": va.get("va_floor", 0.0),
+            "high_group": va.get("high_group", "fixed"),
+            "shift_divergence": va.get("shift_divergence", "kl_real_degraded")}
+
 
 def _sft(recipe: DemoRecipe, *, model: str, out: str, seed: int, role: str) -> dict[str, Any]:
     teacher = role == "teacher"
@@ -172,6 +243,9 @@ def _sft(recipe: DemoRecipe, *, model: str, out: str, seed: int, role: str) -> d
 
 
 def _distill(recipe: DemoRecipe, method: str, *, student: str, teacher: str, out: str, seed: int) -> dict[str, Any]:
+    variant = VA_OPD_VARIANTS.get(method)
+    if variant is not None:
+        method = "va_opd"
     cfg: dict[str, Any] = {
         "method": method,
         "output_dir": out,
@@ -192,7 +266,7 @@ def _distill(recipe: DemoRecipe, method: str, *, student: str, teacher: str, out
     # GRPO has no teacher in its loss, but the teacher still scores eval rollouts for mean VA.
     cfg["teacher"] = {"path": teacher}
     if method == "va_opd":
-        cfg["va_opd"] = {**VA_OPD_PARAMS, "degrade": "pixelate", "pixelate_ratio": 0.1}
+        cfg["va_opd"] = {**VA_OPD_PARAMS, "degrade": "pixelate", "pixelate_ratio": 0.1, **(variant or {})}
     if method in ("opd", "va_opd"):
         cfg["loss"] = {"divergence": "reverse_kl"}
     if method == "grpo":
@@ -201,7 +275,8 @@ def _distill(recipe: DemoRecipe, method: str, *, student: str, teacher: str, out
 
 
 def method_configs(recipe: DemoRecipe, *, teacher_init: str, student_init: str, teacher: str, student: str,
-                   runs_dir: str, seed: int, with_grpo: bool = False) -> dict[str, dict[str, Any]]:
+                   runs_dir: str, seed: int, with_grpo: bool = False,
+                   methods: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """`vlm-opd train` config mappings of every demo run, keyed by run name.
 
     Args:
@@ -209,14 +284,15 @@ def method_configs(recipe: DemoRecipe, *, teacher_init: str, student_init: str, 
         teacher / student: the trained teacher and the cold-started student (the SFT runs' outputs).
         runs_dir: parent of every run's output_dir.
         seed: the demo seed (student cold start, distillation, evaluation).
+        methods: distillation runs (names of DISTILL_METHODS; default opd and va_opd).
     """
     runs = {
         "teacher_sft": _sft(recipe, model=teacher_init, out=f"{runs_dir}/teacher_sft", seed=recipe.teacher_seed,
                             role="teacher"),
         "student_sft": _sft(recipe, model=student_init, out=f"{runs_dir}/student_sft", seed=seed, role="student"),
-        "opd": _distill(recipe, "opd", student=student, teacher=teacher, out=f"{runs_dir}/opd", seed=seed),
-        "va_opd": _distill(recipe, "va_opd", student=student, teacher=teacher, out=f"{runs_dir}/va_opd", seed=seed),
     }
+    for m in methods or ["opd", "va_opd"]:
+        runs[m] = _distill(recipe, m, student=student, teacher=teacher, out=f"{runs_dir}/{m}", seed=seed)
     if with_grpo:
         runs["grpo"] = _distill(recipe, "grpo", student=student, teacher=teacher, out=f"{runs_dir}/grpo", seed=seed)
     return runs
