@@ -14,7 +14,7 @@ import torch
 
 from vlm_opd import algorithms as A
 from vlm_opd.data import Example
-from vlm_opd.train.fsdp import gathered_for_generation, is_sharded
+from vlm_opd.train.fsdp import gathered, is_sharded
 
 
 def evaluate_student(ctx, examples: list[Example], seed: int, batch_prompts: int = 16, *,
@@ -75,7 +75,7 @@ def _evaluate_batch(ctx, lm, chunk: list[Example], seed: int, measure_va: bool):
     from vlm_opd.scoring import teacher_signals
 
     cfg = ctx.cfg.eval
-    with torch.no_grad(), gathered_for_generation(lm.model):
+    with torch.no_grad(), gathered(lm.model):
         rollout = sample(lm, chunk, k=cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                          greedy=cfg.greedy, seed=seed, system_prompt=ctx.cfg.data.system_prompt,
                          backend=ctx.rollout_backend, score_policy=False)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -151,11 +151,6 @@ def gathered(model: nn.Module) -> Iterator[None]:
         _default_resharding(model)
         for unit in units:
             unit.reshard()
-
-
-def gathered_for_generation(model: nn.Module):
-    """`gathered(model)` for a sharded model, else a null context."""
-    return gathered(model) if is_sharded(model) else nullcontext()
 
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float | None) -> float:

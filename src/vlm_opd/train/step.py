@@ -25,7 +25,7 @@ from vlm_opd import algorithms as A
 from vlm_opd.config import TrainConfig
 from vlm_opd.data import Example
 from vlm_opd.errors import ConfigError, DataError
-from vlm_opd.train.fsdp import gathered_for_generation
+from vlm_opd.train.fsdp import gathered
 
 FULL_VOCAB = ("reverse_kl", "forward_kl", "jsd")
 
@@ -120,7 +120,7 @@ def sample_rollouts(ctx: StepContext, examples: list[Example], seed: int, *, k: 
 
     r = ctx.cfg.rollout
     lm = ctx.student_for_generation()
-    with torch.no_grad(), gathered_for_generation(lm.model):  # FSDP: whole weights, no collective while sampling
+    with torch.no_grad(), gathered(lm.model):  # FSDP: whole weights, no collective while sampling
         rollout = sample(lm, examples, k=k or r.k, max_new_tokens=r.max_new_tokens,
                          temperature=r.temperature, top_p=r.top_p, seed=seed,
                          system_prompt=ctx.cfg.data.system_prompt, backend=ctx.rollout_backend)
@@ -357,7 +357,7 @@ def target_texts(ctx: StepContext, examples: list[Example], seed: int) -> list[s
         return [e.solution for e in examples]
     from vlm_opd.rollout import sample
 
-    with torch.no_grad(), gathered_for_generation(ctx.teacher.model):
+    with torch.no_grad(), gathered(ctx.teacher.model):
         r = sample(ctx.teacher, examples, k=1, max_new_tokens=cfg.sft.max_length,
                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, seed=seed,
                    system_prompt=cfg.data.system_prompt)
