@@ -107,7 +107,7 @@ def main(argv=None) -> int:
 
             args.model = str(Path(tmp) / "tiny")
             build_tiny("qwen2_vl", args.model, seed=0)
-        cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(args.nproc), __file__,
+        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(args.nproc), __file__,
                "--model", args.model, "--new", str(args.new), "--rows", str(args.rows), "--repeats", str(args.repeats)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -160,6 +160,15 @@ def nan_loss_at(monkeypatch):
     return patch
 
 
+def free_port() -> int:
+    """A TCP port no process listens on now (for a launcher's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch_cli(args, nproc: int = 2, *, script=None, env: dict | None = None, cpu: bool = True, timeout: int = 600):
     """Run `vlm-opd ARGS` (or `python SCRIPT ARGS`) in `nproc` processes with `accelerate launch --multi_gpu`
     (CPU, gloo: ACCELERATE_USE_CPU=1 unless `cpu=False`), or in one plain process for nproc=1.
@@ -170,8 +179,10 @@ def launch_cli(args, nproc: int = 2, *, script=None, env: dict | None = None, cp
 
     target = [str(script)] if script is not None else ["-m", "vlm_opd.cli"]
     if nproc > 1:
+        # A free port of its own: launches in parallel xdist workers would all take accelerate's default 29500.
         cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(nproc),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *target, *map(str, args)]
+               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+               "--dynamo_backend", "no", *target, *map(str, args)]
     else:
         cmd = [sys.executable, *target, *map(str, args)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}

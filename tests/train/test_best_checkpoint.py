@@ -117,14 +117,9 @@ def test_stale_best_is_discarded_and_prune_protects_best(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_saves_the_best_checkpoint_collectively(tmp_path, tiny_qwen2vl_dir):
+def test_two_process_ddp_saves_the_best_checkpoint_collectively(tmp_path, tiny_qwen2vl_dir, launch):
     """Every process evaluates its share; the main process decides the best and shares it, so every process joins the save
     (a process left out would hang the run at the checkpoint barrier)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import yaml
 
     cfg = {"method": "sft", "student": {"path": str(tiny_qwen2vl_dir)},
@@ -133,12 +128,7 @@ def test_two_process_ddp_saves_the_best_checkpoint_collectively(tmp_path, tiny_q
                                                "best_metric": "eval/completion_len"}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vlm_opd.cli", "train",
-         str(path), f"output_dir={tmp_path / 'two'}", "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300)
+    out = launch(["train", path, f"output_dir={tmp_path / 'two'}", "--no-progress"])
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "two"
     best = read_best(run)

@@ -113,7 +113,7 @@ def test_two_process_fsdp_matches_one_process_for_every_method_family(tmp_path, 
 
 @pytest.mark.slow
 def test_each_process_holds_half_of_every_parameter_and_sampling_needs_no_collective(tmp_path, tiny_qwen2vl_dir):
-    out = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
+    out = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
                           str(HERE / "fsdp_shard_worker.py"), str(tiny_qwen2vl_dir), str(tmp_path)],
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
