@@ -91,7 +91,8 @@ def worker(args: argparse.Namespace) -> None:
            "repeats": args.repeats}
     if rank == 0:
         print(json.dumps(out), flush=True)
-    dist.destroy_process_group()
+    del model, lm, gathered, lockstep
+    fsdp.close_process_group()
 
 
 def main(argv=None) -> int:
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if res.returncode != 0:
-            print(res.stderr[-3000:], file=sys.stderr)
+            print(res.stderr, file=sys.stderr)  # all of it: the failing rank's own message comes before torchrun's summary
             return res.returncode
         print([line for line in res.stdout.splitlines() if line.startswith("{")][-1])
     return 0

@@ -45,4 +45,5 @@ with torch.no_grad():  # the default resharding is back: the root stays whole af
 out["after_gathered_forward"] = {"lm_head_whole": not isinstance(model.get_output_embeddings().weight, DTensor),
                                  "layer_sharded": isinstance(next(layer0.parameters()), DTensor)}
 Path(sys.argv[2], f"rank{rank}.json").write_text(json.dumps(out))
-dist.destroy_process_group()
+del model, lm, layer0
+fsdp.close_process_group()

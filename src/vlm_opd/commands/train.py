@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         args.config = None
     cfg = load_config(args.config, overrides)
 
+    from vlm_opd.train.fsdp import close_process_group
     from vlm_opd.train.trainer import TrainingInterrupted, train
 
     try:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"vlm-opd train: {stop}", file=sys.stderr)
         return 130 if stop.signum == 2 else 143
-    _close_process_group()
+    close_process_group()
     if not result.is_main_process:
         return 0
     print(f"final model: {result.final_dir}")
@@ -52,13 +53,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped steps (non-finite loss, nan_policy=skip): {result.skipped_steps}")
     return 0
 
-
-def _close_process_group() -> None:
-    """Every process leaves together and tears the process group down before the interpreter exits: left to
-    interpreter shutdown, the groups' gloo threads could abort a process that finished first ("terminate
-    called without an active exception", seen intermittently after FSDP runs)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
