@@ -39,14 +39,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def worker(args: argparse.Namespace) -> None:
+    import torch.distributed as dist
+
+    from vlm_opd.train import fsdp
+
+    dist.init_process_group("gloo")
+    out = _measure(args, dist.get_rank())  # the models are gone when it returns
+    if dist.get_rank() == 0:
+        print(json.dumps(out), flush=True)
+    fsdp.close_process_group()
+
+
+def _measure(args: argparse.Namespace, rank: int) -> dict:
     import torch
     import torch.distributed as dist
 
     from vlm_opd.models import load_model
     from vlm_opd.train import fsdp
 
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
     torch.manual_seed(rank)
     lm = load_model(args.model)
     model = lm.model
@@ -89,10 +99,7 @@ def worker(args: argparse.Namespace) -> None:
            "lockstep_over_gathered": med["lockstep"] / med["gathered"],
            "shard_mib": local_bytes / 2**20, "gathered_extra_mib": (whole_bytes - local_bytes) / 2**20,
            "repeats": args.repeats}
-    if rank == 0:
-        print(json.dumps(out), flush=True)
-    del model, lm, gathered, lockstep
-    fsdp.close_process_group()
+    return out
 
 
 def main(argv=None) -> int:
