@@ -1,6 +1,7 @@
 """A 2-process `accelerate launch` run (CPU, gloo) equals the 1-process run with the same global batch."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -56,7 +57,11 @@ def test_gpu_less_multi_gpu_launch_is_refused(tmp_path, tiny_qwen2vl_dir, launch
 
 @pytest.mark.slow
 def test_two_processes_follow_the_main_process_refusal(tmp_path, tiny_qwen2vl_dir, launch):
-    """Under DDP the main process checks the output_dir and takes the lock; the others stop with its error."""
+    """Under DDP the main process checks the output_dir and takes the lock; the others stop with its error.
+
+    Both processes print it, but the launcher stops the other process as soon as one exits, sometimes
+    before that one's line is out: at least one line, every line the same, and the process that stopped
+    first left through the error path (exit code 2), not a crash."""
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("not a run")
@@ -67,7 +72,8 @@ def test_two_processes_follow_the_main_process_refusal(tmp_path, tiny_qwen2vl_di
     res = launch(["train", path, "--no-progress"])
     assert res.returncode != 0
     errors = [l for l in res.stderr.splitlines() if l.startswith("vlm-opd train: error:")]
-    assert len(errors) == 2 and len(set(errors)) == 1, res.stderr[-3000:]  # both processes, the same decision
+    assert 1 <= len(errors) <= 2 and len(set(errors)) == 1, res.stderr[-3000:]  # the same decision everywhere
+    assert re.search(r"exitcode\s*:\s*2\b", res.stderr), res.stderr[-3000:]
     assert "files that are not this run's: notes.txt" in errors[0]
     # (accelerate's launcher prints its own traceback for a failed child; none comes from our processes)
     assert "src/vlm_opd" not in res.stderr and "site-packages/vlm_opd" not in res.stderr

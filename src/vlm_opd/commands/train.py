@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
         args.config = None
     cfg = load_config(args.config, overrides)
 
+    from vlm_opd.cli import say
     from vlm_opd.train.fsdp import close_process_group
     from vlm_opd.train.trainer import TrainingInterrupted, train
 
     try:
         result = train(cfg, progress=not args.no_progress)
     except TrainingInterrupted as stop:
-        print(f"vlm-opd train: {stop}", file=sys.stderr)
+        say(f"vlm-opd train: {stop}")
         return 130 if stop.signum == 2 else 143
     close_process_group()
     if not result.is_main_process:
