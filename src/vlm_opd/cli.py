@@ -62,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    had_group, finished = _peers_group_open(), False
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        finished = True
+        return code
     except VlmOpdError as err:
         if args.debug:
             raise
@@ -75,18 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         say(f"vlm-opd {args.command}: interrupted")
         return 130
     finally:
-        _leave_process_group()
+        if not finished and not had_group and _peers_group_open():
+            _leave_process_group()
+
+
+def _peers_group_open() -> bool:
+    """A process group with other processes in it is open (a launched multi-process run)."""
+    dist = sys.modules.get("torch.distributed")  # never import torch just to find there is nothing open
+    return bool(dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
 
 def _leave_process_group() -> None:
-    """Destroy a process group still open when the command ends (an error, an interrupt or a crash in a
-    multi-process run: the success path of `train` closes it with its peers first). A process that exits
-    with a gloo group open aborts at interpreter shutdown about one time in three on a loaded machine
-    ("terminate called without an active exception", SIGABRT), which would replace the error's exit code
-    and look like a crash. Local only: no barrier, since the other processes may not be leaving."""
-    dist = sys.modules.get("torch.distributed")  # never import torch just to find there is nothing to close
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the multi-process group a command opened when it ends in an error, an interrupt or a crash
+    (the success path of `train` closes it together with its peers). A process that exits with a gloo
+    group open aborts at interpreter shutdown about one time in three on a loaded machine ("terminate
+    called without an active exception", SIGABRT), which would replace the error's exit code and look
+    like a crash. Local only: no barrier, since the other processes may not be leaving. A one-process
+    group is left alone: it may be a vLLM engine's in the calling process, which vLLM keeps using."""
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

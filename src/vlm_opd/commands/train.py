@@ -35,16 +35,26 @@ def run(args: argparse.Namespace) -> int:
         args.config = None
     cfg = load_config(args.config, overrides)
 
+    import torch.distributed as dist
+
     from vlm_opd.cli import say
     from vlm_opd.train.fsdp import close_process_group
     from vlm_opd.train.trainer import TrainingInterrupted, train
+
+    had_group = dist.is_available() and dist.is_initialized()  # the caller's: not ours to close
+
+    def our_peers_group() -> bool:  # opened by this run's launch, with peers (a one-process group may be vLLM's)
+        return not had_group and dist.is_initialized() and dist.get_world_size() > 1
 
     try:
         result = train(cfg, progress=not args.no_progress)
     except TrainingInterrupted as stop:
         say(f"vlm-opd train: {stop}")
+        if our_peers_group():
+            dist.destroy_process_group()  # locally (the peers are stopping too): see cli._leave_process_group
         return 130 if stop.signum == 2 else 143
-    close_process_group()
+    if our_peers_group():
+        close_process_group()
     if not result.is_main_process:
         return 0
     print(f"final model: {result.final_dir}")
