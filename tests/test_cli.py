@@ -25,3 +25,15 @@ def test_env_json_runs():
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_an_error_leaves_the_callers_one_process_group_open(tmp_path):
+    """A one-process group open before `main` (an in-process vLLM engine's) survives a failing command."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
